@@ -1,0 +1,5 @@
+import sys
+
+from udpbench.cli import main
+
+sys.exit(main())

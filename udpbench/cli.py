@@ -1,0 +1,38 @@
+"""Command line: ``python -m udpbench COMMAND ...``. Each command module adds its own subparser."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .errors import MeasurementError, UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like every other user error
+        raise UserError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="udpbench", description="Measure what a network path does to UDP datagrams.")
+    parser.add_argument("--version", action="version", version=f"udpbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+    # Each module owns its command: arguments and a run(args) -> int.
+    from . import lab
+    for module in (lab,):
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except (UserError, MeasurementError) as exc:
+        print(f"udpbench: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("udpbench: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1

@@ -1,0 +1,13 @@
+"""Errors a user can act on. The CLI prints them as one line and exits non-zero, never a traceback."""
+
+
+class UserError(Exception):
+    """Bad input or a situation the user must fix (exit 2): the message says what and how."""
+
+    exit_code = 2
+
+
+class MeasurementError(Exception):
+    """A measurement could not be completed (exit 1): server gone, protocol error, timeout."""
+
+    exit_code = 1
