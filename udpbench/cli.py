@@ -10,7 +10,8 @@ from .errors import MeasurementError, UserError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line and exit 2, like every other user error
-        raise UserError(f"{self.prog}: {message}")
+        command = self.prog.partition(" ")[2]
+        raise UserError(f"{command}: {message}" if command else message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,8 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"udpbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     # Each module owns its command: arguments and a run(args) -> int.
-    from . import lab
-    for module in (lab,):
+    from . import blast, lab, server, show, sweep
+    for module in (sweep, blast, server, show, lab):
         module.add_parser(commands)
     return parser
 

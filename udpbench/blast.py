@@ -1,0 +1,40 @@
+"""`udpbench blast`: one measurement at one payload size, like `iperf3 -u` with honest accounting."""
+from __future__ import annotations
+
+import json
+import sys
+
+from . import results, wire
+from .client import connect
+from .report import blast_summary
+from .sweep import add_common_arguments, default_rate
+from .units import positive_seconds
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("blast", help="send datagrams of one size for a while and count what arrives",
+                            description="Send SIZE-byte UDP datagrams to a udpbench server for DURATION "
+                                        "seconds and report what arrived.")
+    p.add_argument("host", metavar="HOST")
+    add_common_arguments(p)
+    p.add_argument("--size", type=int, default=1472, help="UDP payload bytes (default 1472)")
+    p.add_argument("--duration", type=positive_seconds, default=2.0, metavar="S", help="seconds (default 2)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    try:
+        wire.check_size(args.size)
+    except wire.WireError as exc:
+        from .errors import UserError
+        raise UserError(str(exc)) from None
+    with connect(args.host, args.port, args.family) as client:
+        rate = args.rate if args.rate is not None else default_rate(client.server_addr[0])
+        row = client.blast(args.size, args.duration, rate, args.engine)
+    if args.json:
+        print(json.dumps(results.public(row), default=str))
+    else:
+        print(blast_summary(row))
+    if row.get("interrupted"):
+        return 130
+    return 0

@@ -1,0 +1,243 @@
+"""The sending end of a measurement: control conversation, the blast, and the row it yields."""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import secrets
+import socket
+import time
+
+from . import __version__, _fast, control, frag, kernel, sockopts, wire
+from .control import PeerClosed, PeerError, ProtocolError
+from .errors import MeasurementError, UserError
+from .server import DEFAULT_PORT, Server
+
+ENGINES = {"send": _fast.ENGINE_SEND, "mmsg": _fast.ENGINE_MMSG, "gso": _fast.ENGINE_GSO}
+CONNECT_TIMEOUT_S = 3.0
+REPORT_TIMEOUT_S = 10.0  # the server drains for at most 2 s; the rest is slack for a loaded host
+DEFAULT_LAN_RATE_BPS = 100e6  # a safety default for any host that is not this machine
+
+
+def resolve(host: str, port: int, family: int | None = None) -> tuple[int, tuple]:
+    """(family, sockaddr) for a host, preferring the requested family."""
+    try:
+        infos = socket.getaddrinfo(host, port, family or socket.AF_UNSPEC, socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise UserError(f"cannot resolve host {host!r}: {exc.strerror}") from None
+    if not infos:
+        raise UserError(f"host {host!r} has no address of the requested family")
+    fam, _, _, _, addr = infos[0]
+    return fam, addr
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def format_hostport(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+class Client:
+    """A control connection to one server, over which any number of measurements run."""
+
+    def __init__(self, host: str, port: int = DEFAULT_PORT, family: int | None = None,
+                 connect_timeout: float = CONNECT_TIMEOUT_S):
+        self.host = host
+        self.family, self.server_addr = resolve(host, port, family)
+        self.port = self.server_addr[1]
+        where = format_hostport(self.server_addr[0], self.port)
+        sock = socket.socket(self.family, socket.SOCK_STREAM)
+        sock.settimeout(connect_timeout)
+        try:
+            sock.connect(self.server_addr)
+        except ConnectionRefusedError:
+            sock.close()
+            raise ServerAbsent(f"no udpbench server at {where}: start one there with "
+                               f"`python -m udpbench serve --port {self.port}`") from None
+        except (socket.timeout, TimeoutError):
+            sock.close()
+            raise ServerAbsent(f"no answer from {where} within {connect_timeout:g} s: is "
+                               f"`python -m udpbench serve --port {self.port}` running there?") from None
+        except OSError as exc:
+            sock.close()
+            raise ServerAbsent(f"cannot reach {where}: {exc.strerror}") from None
+        self.channel = control.Channel(sock, timeout=REPORT_TIMEOUT_S)
+        self.local_addr = sock.getsockname()[0]
+        try:
+            self.channel.send({"type": "HELLO", "version": control.PROTOCOL_VERSION,
+                               "client": f"udpbench {__version__}"})
+            self.hello = self.channel.expect("HELLO")
+        except (PeerError, ProtocolError, TimeoutError, OSError) as exc:
+            self.channel.close()
+            raise MeasurementError(f"{where} did not greet as a udpbench server: {exc}") from None
+        self.v6 = self.family == socket.AF_INET6
+
+    @property
+    def where(self) -> str:
+        return format_hostport(self.server_addr[0], self.port)
+
+    def data_socket(self) -> socket.socket:
+        """A UDP socket connected to the server's port, bound to the control connection's address."""
+        sock = socket.socket(self.family, socket.SOCK_DGRAM)
+        sock.bind((self.local_addr, 0))
+        sock.connect(self.server_addr)
+        return sock
+
+    def path_mtu(self) -> int:
+        """The MTU the kernel holds for the route to the server (IP_MTU on a connected socket)."""
+        with self.data_socket() as s:
+            return sockopts.route_mtu(s) or 1500
+
+    def _converse(self, msg: dict, answer: str) -> dict:
+        try:
+            self.channel.send(msg)
+            return self.channel.expect(answer)
+        except PeerError as exc:
+            raise MeasurementError(f"server {self.where} refused: {exc}") from None
+        except PeerClosed:
+            raise MeasurementError(f"server {self.where} closed the control connection") from None
+        except (ProtocolError, TimeoutError, OSError) as exc:
+            raise MeasurementError(f"control channel to {self.where} failed: {exc}") from None
+
+    def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "send",
+              rcvbuf: int | None = None, path_mtu: int | None = None) -> dict:
+        """Send ``size``-byte datagrams for ``duration`` seconds and return the measured row.
+
+        ``rate_bps`` counts UDP payload bits per second (like iperf3 ``-b``); None or 0 is as
+        fast as the kernel takes them. If a signal interrupts the blast, the row still comes
+        back, marked ``interrupted``, after the server has reported.
+        """
+        wire.check_size(size, self.v6)
+        if engine not in ENGINES:
+            raise UserError(f"unknown engine {engine!r}: choose from {', '.join(ENGINES)}")
+        session = secrets.randbits(64)
+        with self.data_socket() as sock:
+            sockopts.set_buffers(sock, sndbuf=4 << 20)
+            mtu = path_mtu or sockopts.route_mtu(sock) or 1500
+            start = {"type": "START", "session": session, "mode": "blast", "size": size,
+                     "duration_s": duration, "rate_bps": rate_bps or 0, "engine": engine,
+                     "client_port": sock.getsockname()[1]}
+            if rcvbuf:
+                start["rcvbuf"] = rcvbuf
+            started = self._converse(start, "STARTED")
+            before = kernel.snapshot(self.v6)
+            rate_pps = (rate_bps / (8.0 * size)) if rate_bps else 0.0
+            tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, 0, duration, rate_pps)
+            sender_counters = kernel.delta(before, kernel.snapshot(self.v6))
+            report = self._converse({"type": "STOP", "session": session, "sent": tx["sent"]}, "REPORT")
+        row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu)
+        row["rcvbuf"] = started.get("rcvbuf", 0)
+        if tx["interrupt"] is not None:
+            row["interrupted"] = True
+            row["_interrupt"] = tx["interrupt"]
+        return row
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.channel.send({"type": "BYE"})
+        self.channel.close()
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ServerAbsent(UserError):
+    """Nothing is listening where the user pointed udpbench."""
+
+
+@contextlib.contextmanager
+def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embedded: bool = True):
+    """A Client for ``host``; for a loopback host with no server listening, an embedded one.
+
+    The embedded server listens on a free port of the same loopback address and is closed
+    when the block ends.
+    """
+    try:
+        client = Client(host, port, family)
+        server = None
+    except ServerAbsent:
+        fam, addr = resolve(host, port, family)
+        if not (embedded and is_loopback(addr[0])):
+            raise
+        server = Server(addr[0], 0).start()
+        try:
+            client = Client(addr[0], server.port, fam)
+        except BaseException:
+            server.close()
+            raise
+    try:
+        yield client
+    finally:
+        client.close()
+        if server is not None:
+            server.close()
+
+
+def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: float | None,
+             tx: dict, report: dict, sender_counters: dict, mtu: int) -> dict:
+    """One row: what was sent, what arrived, and what each number means per DESIGN.md."""
+    elapsed = tx["elapsed_ns"] / 1e9 or duration
+    sent = tx["sent"]
+    received = report.get("received", 0)
+    lost = sent - received
+    try:
+        fragments = frag.fragments(size, mtu, client.v6)
+        wire_per_datagram = frag.wire_bytes(size, mtu, client.v6)
+    except ValueError:
+        fragments, wire_per_datagram = 0, 0
+    span_ns = report.get("max_transit_ns", 0) - report.get("min_transit_ns", 0)
+    return {
+        "host": client.host,
+        "address": client.server_addr[0],
+        "port": client.port,
+        "family": 6 if client.v6 else 4,
+        "size": size,
+        "engine": engine,
+        "rate_target_bps": float(rate_bps or 0),
+        "duration_s": elapsed,
+        "sent": sent,
+        "send_errors": int(sum(tx["errors"].values())),
+        "send_errors_by_errno": {errno_name(e): n for e, n in tx["errors"].items()},
+        "received": received,
+        "duplicates": report.get("duplicates", 0),
+        "reordered": report.get("reordered", 0),
+        "late": report.get("late", 0),
+        "lost": lost,
+        "loss_ratio": lost / sent if sent else 0.0,
+        "loss_bursts": report.get("gap_events", 0),
+        "longest_loss_burst": report.get("max_gap", 0),
+        "max_reorder_distance": report.get("max_reorder", 0),
+        "tx_pps": sent / elapsed,
+        "rx_pps": received / elapsed,
+        "tx_bps": sent * size * 8 / elapsed,
+        "goodput_bps": received * size * 8 / elapsed,
+        "wire_bps": received * wire_per_datagram * 8 / elapsed,
+        "jitter_ms": report.get("jitter_ms", 0.0),
+        "delay_spread_ms": span_ns / 1e6 if received else 0.0,
+        "path_mtu": mtu,
+        "fragments": fragments,
+        "syscalls": tx["syscalls"],
+        "batch": tx["batch"],
+        "gap_mean_us": tx["gap_mean_ns"] / 1e3,
+        "gap_std_us": tx["gap_std_ns"] / 1e3,
+        "gap_max_us": tx["gap_max_ns"] / 1e3,
+        "gap_target_us": tx["target_gap_ns"] / 1e3,
+        "foreign": report.get("foreign", 0),
+        "socket_drops": report.get("socket_drops") or 0,
+        "sender_counters": sender_counters,
+        "receiver_counters": report.get("kernel", {}),
+        "drain_s": report.get("drain_s", 0.0),
+    }
+
+
+def errno_name(code: int) -> str:
+    import errno as _errno
+
+    return _errno.errorcode.get(code, str(code))

@@ -1,0 +1,58 @@
+"""Printing rows for people: the sweep table, a blast summary, and `udpbench show`."""
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from .units import format_count, format_rate
+
+# (heading, row key, format)
+COLUMNS = [
+    ("host", "host", str),
+    ("size B", "size", lambda v: f"{v}"),
+    ("frags", "fragments", lambda v: f"{v}"),
+    ("engine", "engine", str),
+    ("sent", "sent", format_count),
+    ("received", "received", format_count),
+    ("lost", "lost", format_count),
+    ("loss", "loss_ratio", lambda v: f"{100 * v:.3g}%"),
+    ("dup", "duplicates", lambda v: f"{v}"),
+    ("reord", "reordered", lambda v: f"{v}"),
+    ("tx pps", "tx_pps", format_count),
+    ("goodput", "goodput_bps", format_rate),
+    ("jitter ms", "jitter_ms", lambda v: f"{v:.4f}"),
+    ("send err", "send_errors", lambda v: f"{v}"),
+]
+
+
+def table(rows: list[dict], title: str | None = None) -> Table:
+    t = Table(title=title, header_style="bold", show_edge=False, pad_edge=False)
+    for heading, key, _ in COLUMNS:
+        t.add_column(heading, justify="left" if key in ("host", "engine") else "right")
+    for row in rows:
+        t.add_row(*[fmt(row[key]) if key in row else "-" for _, key, fmt in COLUMNS])
+    return t
+
+
+def print_table(rows: list[dict], title: str | None = None, file=None) -> None:
+    console = Console(file=file or sys.stdout, width=200 if not (file or sys.stdout).isatty() else None)
+    console.print(table(rows, title))
+
+
+def blast_summary(row: dict) -> str:
+    """A few lines a person reads after one blast."""
+    lines = [
+        f"{row['host']} {row['size']} B x {row['sent']} datagrams in {row['duration_s']:.3f} s "
+        f"({row['engine']}, {row['fragments']} fragment(s) at MTU {row['path_mtu']})",
+        f"  sent      {row['sent']:>12}   {format_count(row['tx_pps'])} pps  {format_rate(row['tx_bps'])}",
+        f"  received  {row['received']:>12}   {format_count(row['rx_pps'])} pps  goodput {format_rate(row['goodput_bps'])}",
+        f"  lost      {row['lost']:>12}   {100 * row['loss_ratio']:.4g}%   duplicates {row['duplicates']}  "
+        f"reordered {row['reordered']}",
+        f"  jitter    {row['jitter_ms']:.4f} ms   send errors {row['send_errors']}"
+        + (f" {row['send_errors_by_errno']}" if row["send_errors"] else ""),
+    ]
+    if row.get("interrupted"):
+        lines.append("  (interrupted: the numbers cover the part that ran)")
+    return "\n".join(lines)

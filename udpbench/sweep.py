@@ -1,0 +1,193 @@
+"""`udpbench sweep`: the same plan of payload sizes against each host, one row per size, saved as it goes."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shlex
+import socket
+import sys
+import time
+from pathlib import Path
+
+from . import __version__, frag, results, wire
+from .client import DEFAULT_LAN_RATE_BPS, ENGINES, connect, is_loopback
+from .errors import MeasurementError, UserError
+from .report import print_table
+from .server import DEFAULT_PORT
+from .units import format_rate, parse_rate, parse_sizes, positive_seconds
+
+# Loopback's MTU (65536) fragments nothing at Ethernet sizes; a loopback-only sweep is planned
+# around Ethernet's 1500 so its rows line up with a LAN's (that contrast is the point).
+ETHERNET_MTU = 1500
+DEFAULT_POINTS = 24
+
+
+def plan(mtu: int, v6: bool, points: int = DEFAULT_POINTS) -> list[int]:
+    return frag.plan_sizes(mtu, v6, budget=points)
+
+
+def default_rate(address: str) -> float:
+    """As fast as possible on this machine; a 100 Mbit/s safety default toward any other host."""
+    return 0.0 if is_loopback(address) else DEFAULT_LAN_RATE_BPS
+
+
+class Progress:
+    """A live bar on a terminal's stderr; silence otherwise."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeRemainingColumn
+
+            self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                           TimeRemainingColumn(), transient=True)
+            self.task = self.bar.add_task("sweep", total=total)
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def step(self, description: str) -> None:
+        if self.bar:
+            self.bar.update(self.task, description=description)
+
+    def advance(self) -> None:
+        if self.bar:
+            self.bar.advance(self.task)
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+
+def default_output() -> Path:
+    return Path("results") / time.strftime("sweep-%Y%m%d-%H%M%S")
+
+
+def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: float | None,
+              engine: str, port: int = DEFAULT_PORT, family: int | None = None,
+              output: Path | None = None, points: int = DEFAULT_POINTS, progress: bool = True,
+              argv: list[str] | None = None) -> tuple[dict, list[dict], Path | None]:
+    """Run the sweep; save after every row. Returns (meta, rows, npz path)."""
+    meta = {
+        "tool": "udpbench", "version": __version__,
+        "command": shlex.join(["udpbench", *argv]) if argv else None,
+        "kernel": platform.release(), "machine": platform.machine(), "hostname": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": engine, "duration_s": duration,
+        "hosts": [],
+    }
+    rows: list[dict] = []
+    saved: Path | None = None
+
+    def checkpoint():
+        nonlocal saved
+        if output is not None:
+            saved = results.save(output, meta, rows)[0]
+
+    with contextlib.ExitStack() as stack:
+        clients = []
+        for host in hosts:
+            client = stack.enter_context(connect(host, port, family))
+            mtu = client.path_mtu()
+            meta["hosts"].append({"host": host, "address": client.server_addr[0], "port": client.port,
+                                  "family": 6 if client.v6 else 4, "path_mtu": mtu,
+                                  "loopback": is_loopback(client.server_addr[0])})
+            clients.append((client, mtu))
+        if sizes is None:
+            reference = min((m if not is_loopback(c.server_addr[0]) else min(m, ETHERNET_MTU))
+                            for c, m in clients)
+            any_v6 = any(c.v6 for c, _ in clients)
+            sizes = plan(reference, any_v6, points)
+            meta["plan"] = {"kind": "around-mtu", "reference_mtu": reference, "points": points}
+        else:
+            meta["plan"] = {"kind": "given"}
+        for client, _ in clients:
+            for size in sizes:
+                wire.check_size(size, client.v6)
+        meta["sizes"] = sizes
+        total = len(sizes) * len(clients)
+        with Progress(total, progress) as bar:
+            for client, mtu in clients:
+                host_rate = rate if rate is not None else default_rate(client.server_addr[0])
+                for size in sizes:
+                    bar.step(f"{client.host} {size} B")
+                    try:
+                        row = client.blast(size, duration, host_rate, engine, path_mtu=mtu)
+                    except MeasurementError as exc:
+                        checkpoint()
+                        kept = f"; {len(rows)} finished row(s) kept in {saved}" if saved else ""
+                        raise MeasurementError(f"row {len(rows) + 1} ({client.host}, {size} B) failed: "
+                                               f"{exc}{kept}") from None
+                    if row.get("interrupted"):
+                        checkpoint()
+                        raise SweepInterrupted(rows, saved)
+                    rows.append(row)
+                    checkpoint()
+                    bar.advance()
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    checkpoint()
+    return meta, rows, saved
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    def __init__(self, rows, saved):
+        super().__init__()
+        self.rows, self.saved = rows, saved
+
+
+def add_parser(commands) -> None:
+    p = commands.add_parser("sweep", help="throughput and loss over payload sizes around the path MTU",
+                            description="Blast each payload size of a plan at each host in turn and record "
+                                        "what arrived. With no server at a loopback host, an embedded one serves it.")
+    p.add_argument("hosts", nargs="+", metavar="HOST", help="servers to measure (127.0.0.1: this machine)")
+    add_common_arguments(p)
+    p.add_argument("--sizes", type=parse_sizes, metavar="N,N,...",
+                   help="payload sizes in bytes (default: a plan around the path MTU)")
+    p.add_argument("--points", type=int, default=DEFAULT_POINTS,
+                   help=f"most sizes in the default plan (default {DEFAULT_POINTS})")
+    p.add_argument("--duration", type=positive_seconds, default=1.0, metavar="S",
+                   help="seconds per size (default 1)")
+    p.add_argument("-o", "--output", type=Path, metavar="NAME",
+                   help="result file base name: writes NAME.npz and NAME.json (default results/sweep-TIME)")
+    p.add_argument("--no-save", action="store_true", help="do not write result files")
+    p.set_defaults(func=run)
+
+
+def add_common_arguments(p) -> None:
+    """Options blast and sweep share."""
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    fam = p.add_mutually_exclusive_group()
+    fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
+    fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
+    p.add_argument("--rate", type=parse_rate, default=None, metavar="R",
+                   help="UDP payload bits/s with k/M/G suffix, or 'max' (default: max for loopback; "
+                        "100M for any other host, a safety default)")
+    p.add_argument("--engine", choices=list(ENGINES), default="send",
+                   help="send: one send() per datagram; mmsg: sendmmsg batches; gso: UDP segmentation offload")
+    p.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
+
+
+def run(args) -> int:
+    if not 1 <= args.points <= 1000:
+        raise UserError("--points must be between 1 and 1000")
+    output = None if args.no_save else (args.output or default_output())
+    argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("udpbench", "__main__.py")) else None
+    try:
+        meta, rows, saved = run_sweep(args.hosts, args.sizes, args.duration, args.rate, args.engine,
+                                      args.port, args.family, output, args.points,
+                                      progress=not args.json, argv=argv)
+    except SweepInterrupted as stop:
+        where = f"; {len(stop.rows)} finished row(s) saved in {stop.saved}" if stop.saved else ""
+        print(f"udpbench: sweep interrupted{where}", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps({"meta": meta, "rows": [results.public(r) for r in rows]}, default=str))
+    else:
+        hosts = ", ".join(f"{h['host']} (MTU {h['path_mtu']})" for h in meta["hosts"])
+        print_table(rows, title=f"udpbench sweep: {hosts}")
+    if saved:
+        print(f"saved {saved} and {saved.with_suffix('.json')}", file=sys.stderr)
+    return 0
