@@ -13,6 +13,10 @@ cdef extern from "<errno.h>" nogil:
         ENOBUFS
         EMSGSIZE
         ECONNREFUSED
+        EINVAL
+        EIO
+        ENOPROTOOPT
+        EOPNOTSUPP
 
 
 cdef extern from "<string.h>" nogil:
@@ -32,6 +36,21 @@ cdef extern from "<time.h>" nogil:
         CLOCK_MONOTONIC
     int clock_gettime(clockid_t clk_id, timespec *tp)
     int nanosleep(const timespec *req, timespec *rem)
+    int clock_nanosleep(clockid_t clockid, int flags, const timespec *request, timespec *remain)
+    enum:
+        TIMER_ABSTIME
+
+
+cdef extern from "<sys/prctl.h>" nogil:
+    int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)
+    enum:
+        PR_SET_TIMERSLACK
+        PR_GET_TIMERSLACK
+
+
+# Compiler builtins (GCC and Clang): count leading zeros, for the log-linear histogram.
+cdef extern from *:
+    int __builtin_clzll(unsigned long long x) nogil
 
 
 cdef extern from "<endian.h>" nogil:

@@ -7,6 +7,7 @@ import sys
 from . import results, wire
 from .client import connect
 from .report import blast_summary
+from .streams import blast_streams
 from .sweep import add_common_arguments, default_rate
 from .units import positive_seconds
 
@@ -30,7 +31,7 @@ def run(args) -> int:
         raise UserError(str(exc)) from None
     with connect(args.host, args.port, args.family) as client:
         rate = args.rate if args.rate is not None else default_rate(client.server_addr[0])
-        row = client.blast(args.size, args.duration, rate, args.engine)
+        row = blast_streams(client, args.streams, args.size, args.duration, rate, args.engine)
     if args.json:
         print(json.dumps(results.public(row), default=str))
     else:

@@ -7,12 +7,12 @@ import secrets
 import socket
 import time
 
-from . import __version__, _fast, control, frag, kernel, sockopts, wire
+from . import __version__, _fast, control, engines, frag, kernel, sockopts, wire
 from .control import PeerClosed, PeerError, ProtocolError
 from .errors import MeasurementError, UserError
 from .server import DEFAULT_PORT, Server
 
-ENGINES = {"send": _fast.ENGINE_SEND, "mmsg": _fast.ENGINE_MMSG, "gso": _fast.ENGINE_GSO}
+ENGINES = engines.ENGINES
 CONNECT_TIMEOUT_S = 3.0
 REPORT_TIMEOUT_S = 10.0  # the server drains for at most 2 s; the rest is slack for a loaded host
 DEFAULT_LAN_RATE_BPS = 100e6  # a safety default for any host that is not this machine
@@ -76,6 +76,12 @@ class Client:
             raise MeasurementError(f"{where} did not greet as a udpbench server: {exc}") from None
         self.v6 = self.family == socket.AF_INET6
 
+    def sibling(self) -> "Client":
+        """Another control connection to the same server (one per parallel stream)."""
+        other = Client(self.server_addr[0], self.port, self.family)
+        other.host = self.host
+        return other
+
     @property
     def where(self) -> str:
         return format_hostport(self.server_addr[0], self.port)
@@ -103,38 +109,26 @@ class Client:
         except (ProtocolError, TimeoutError, OSError) as exc:
             raise MeasurementError(f"control channel to {self.where} failed: {exc}") from None
 
-    def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "send",
+    def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
               rcvbuf: int | None = None, path_mtu: int | None = None) -> dict:
         """Send ``size``-byte datagrams for ``duration`` seconds and return the measured row.
 
         ``rate_bps`` counts UDP payload bits per second (like iperf3 ``-b``); None or 0 is as
-        fast as the kernel takes them. If a signal interrupts the blast, the row still comes
-        back, marked ``interrupted``, after the server has reported.
+        fast as the kernel takes them. ``engine`` is auto, send, mmsg or gso (see engines.py).
+        If a signal interrupts the blast, the row still comes back, marked ``interrupted``,
+        after the server has reported.
         """
-        wire.check_size(size, self.v6)
-        if engine not in ENGINES:
-            raise UserError(f"unknown engine {engine!r}: choose from {', '.join(ENGINES)}")
-        session = secrets.randbits(64)
-        with self.data_socket() as sock:
-            sockopts.set_buffers(sock, sndbuf=4 << 20)
-            mtu = path_mtu or sockopts.route_mtu(sock) or 1500
-            start = {"type": "START", "session": session, "mode": "blast", "size": size,
-                     "duration_s": duration, "rate_bps": rate_bps or 0, "engine": engine,
-                     "client_port": sock.getsockname()[1]}
-            if rcvbuf:
-                start["rcvbuf"] = rcvbuf
-            started = self._converse(start, "STARTED")
-            before = kernel.snapshot(self.v6)
-            rate_pps = (rate_bps / (8.0 * size)) if rate_bps else 0.0
-            tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, 0, duration, rate_pps)
-            sender_counters = kernel.delta(before, kernel.snapshot(self.v6))
-            report = self._converse({"type": "STOP", "session": session, "sent": tx["sent"]}, "REPORT")
-        row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu)
-        row["rcvbuf"] = started.get("rcvbuf", 0)
-        if tx["interrupt"] is not None:
-            row["interrupted"] = True
-            row["_interrupt"] = tx["interrupt"]
+        flow = self.start_blast(size, duration, rate_bps, engine, rcvbuf, path_mtu)
+        try:
+            flow.send()
+        finally:
+            row = flow.finish()
         return row
+
+    def start_blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
+                    rcvbuf: int | None = None, path_mtu: int | None = None) -> "Flow":
+        """Open a session on the server (START) and return its Flow, ready to send."""
+        return Flow(self, size, duration, rate_bps, engine, rcvbuf, path_mtu)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -150,6 +144,76 @@ class Client:
 
 class ServerAbsent(UserError):
     """Nothing is listening where the user pointed udpbench."""
+
+
+class Flow:
+    """One session's datagrams: START on creation, ``send()`` (GIL released, any thread), then
+    ``finish()`` (STOP, REPORT) for the row. Parallel streams are several Flows, one per
+    control connection."""
+
+    def __init__(self, client: Client, size: int, duration: float, rate_bps: float | None,
+                 engine: str = "auto", rcvbuf: int | None = None, path_mtu: int | None = None):
+        wire.check_size(size, client.v6)
+        self.client, self.size, self.duration, self.rate_bps = client, size, duration, rate_bps
+        self.session = secrets.randbits(64)
+        self.sock = client.data_socket()
+        try:
+            sockopts.set_buffers(self.sock, sndbuf=4 << 20)
+            self.mtu = path_mtu or sockopts.route_mtu(self.sock) or 1500
+            self.choice = engines.choose(engine, size, self.mtu, client.v6, engines.gso_available(self.sock))
+            start = {"type": "START", "session": self.session, "mode": "blast", "size": size,
+                     "duration_s": duration, "rate_bps": rate_bps or 0, "engine": self.choice.engine,
+                     "client_port": self.sock.getsockname()[1]}
+            if rcvbuf:
+                start["rcvbuf"] = rcvbuf
+            self.started = client._converse(start, "STARTED")
+        except BaseException:
+            self.sock.close()
+            raise
+        self.tx: dict | None = None
+        self.sender_counters: dict = {}
+
+    def send(self, stop: "_fast.StopFlag | None" = None) -> dict:
+        """Run the send loop. From the main thread, Ctrl-C ends it early; from another thread,
+        pass ``stop`` and set it instead (only the main thread sees signals)."""
+        rate_pps = (self.rate_bps / (8.0 * self.size)) if self.rate_bps else 0.0
+        main = stop is None
+        before = kernel.snapshot(self.client.v6)
+        tx = _fast.send_datagrams(self.sock.fileno(), engines.ENGINES[self.choice.engine], self.size,
+                                  self.session, 0, self.duration, rate_pps, stop=stop, check_signals=main)
+        if tx["gso_refused"]:
+            # Nothing went out: the kernel or the device cannot segment. Same session, mmsg.
+            self.choice = engines.refused(self.choice, tx["gso_refused"])
+            tx = _fast.send_datagrams(self.sock.fileno(), engines.ENGINES["mmsg"], self.size, self.session,
+                                      0, self.duration, rate_pps, stop=stop, check_signals=main)
+        self.sender_counters = kernel.delta(before, kernel.snapshot(self.client.v6))
+        self.tx = tx
+        return tx
+
+    def finish(self) -> dict:
+        """STOP and REPORT; the row. Closes the data socket whatever happens."""
+        try:
+            tx = self.tx or _nothing_sent(self.sock.fileno(), self.size, self.session)
+            report = self.client._converse({"type": "STOP", "session": self.session, "sent": tx["sent"]},
+                                           "REPORT")
+        finally:
+            self.sock.close()
+        row = make_row(self.client, self.size, self.choice, self.duration, self.rate_bps, tx, report,
+                       self.sender_counters, self.mtu)
+        row["rcvbuf"] = self.started.get("rcvbuf", 0)
+        row["_session"] = self.session
+        if tx["interrupt"] is not None:
+            row["interrupted"] = True
+            row["_interrupt"] = tx["interrupt"]
+        return row
+
+
+def _nothing_sent(fd: int, size: int, session: int) -> dict:
+    """The send loop's result for a flow that never sent: the loop itself, stopped before it began."""
+    stop = _fast.StopFlag()
+    stop.set()
+    return _fast.send_datagrams(fd, _fast.ENGINE_SEND, size, session, 0, 1.0, 0.0, stop=stop,
+                                check_signals=False)
 
 
 @contextlib.contextmanager
@@ -180,27 +244,34 @@ def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embe
             server.close()
 
 
-def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: float | None,
-             tx: dict, report: dict, sender_counters: dict, mtu: int) -> dict:
+def make_row(client: Client, size: int, engine: "engines.Choice | str", duration: float,
+             rate_bps: float | None, tx: dict, report: dict, sender_counters: dict, mtu: int) -> dict:
     """One row: what was sent, what arrived, and what each number means per DESIGN.md."""
+    choice = engine if isinstance(engine, engines.Choice) else engines.Choice(engine, engine)
     elapsed = tx["elapsed_ns"] / 1e9 or duration
     sent = tx["sent"]
     received = report.get("received", 0)
     lost = sent - received
+    socket_loss = socket_loss_datagrams(report, lost)
     try:
         fragments = frag.fragments(size, mtu, client.v6)
         wire_per_datagram = frag.wire_bytes(size, mtu, client.v6)
     except ValueError:
         fragments, wire_per_datagram = 0, 0
     span_ns = report.get("max_transit_ns", 0) - report.get("min_transit_ns", 0)
+    tx_bps = sent * size * 8 / elapsed
     return {
         "host": client.host,
         "address": client.server_addr[0],
         "port": client.port,
         "family": 6 if client.v6 else 4,
         "size": size,
-        "engine": engine,
+        "engine": choice.engine,
+        "engine_requested": choice.requested,
+        "engine_note": choice.note,
+        "streams": 1,
         "rate_target_bps": float(rate_bps or 0),
+        "rate_ratio": tx_bps / rate_bps if rate_bps else None,
         "duration_s": elapsed,
         "sent": sent,
         "send_errors": int(sum(tx["errors"].values())),
@@ -211,12 +282,14 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
         "late": report.get("late", 0),
         "lost": lost,
         "loss_ratio": lost / sent if sent else 0.0,
+        "socket_loss": socket_loss,
+        "network_loss": lost - socket_loss,
         "loss_bursts": report.get("gap_events", 0),
         "longest_loss_burst": report.get("max_gap", 0),
         "max_reorder_distance": report.get("max_reorder", 0),
         "tx_pps": sent / elapsed,
         "rx_pps": received / elapsed,
-        "tx_bps": sent * size * 8 / elapsed,
+        "tx_bps": tx_bps,
         "goodput_bps": received * size * 8 / elapsed,
         "wire_bps": received * wire_per_datagram * 8 / elapsed,
         "jitter_ms": report.get("jitter_ms", 0.0),
@@ -225,16 +298,43 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
         "fragments": fragments,
         "syscalls": tx["syscalls"],
         "batch": tx["batch"],
+        "gap_target_us": tx["target_gap_ns"] / 1e3,
         "gap_mean_us": tx["gap_mean_ns"] / 1e3,
         "gap_std_us": tx["gap_std_ns"] / 1e3,
+        "gap_p1_us": tx["gap_p1_ns"] / 1e3,
+        "gap_p50_us": tx["gap_p50_ns"] / 1e3,
+        "gap_p99_us": tx["gap_p99_ns"] / 1e3,
+        "gap_p999_us": tx["gap_p999_ns"] / 1e3,
         "gap_max_us": tx["gap_max_ns"] / 1e3,
-        "gap_target_us": tx["target_gap_ns"] / 1e3,
+        "late_p50_us": tx["late_p50_ns"] / 1e3,
+        "late_p99_us": tx["late_p99_ns"] / 1e3,
+        "late_max_us": tx["late_max_ns"] / 1e3,
+        "schedule_resets": tx["schedule_resets"],
         "foreign": report.get("foreign", 0),
         "socket_drops": report.get("socket_drops") or 0,
+        "gro_buffers": report.get("gro_buffers", 0),
         "sender_counters": sender_counters,
         "receiver_counters": report.get("kernel", {}),
         "drain_s": report.get("drain_s", 0.0),
     }
+
+
+def socket_loss_datagrams(report: dict, lost: int) -> int:
+    """Datagrams of this session the receiving socket dropped (its buffer was full).
+
+    The kernel counts drops per socket buffer (sk_drops, via SO_MEMINFO and SO_RXQ_OVFL), and
+    with UDP_GRO one buffer can hold many coalesced datagrams. So the drops are scaled by the
+    datagrams per buffer the receiver saw (1 without GRO: exact; a GSO sender's batch on
+    loopback: exact but for a short last buffer; estimated otherwise), and never exceed what
+    was lost. The socket belongs to this session alone, so every drop on it is this session's.
+    """
+    drops = max(report.get("socket_drops") or 0, report.get("rxq_overflow") or 0)
+    if drops <= 0 or lost <= 0:
+        return 0
+    taken = report.get("received", 0) + report.get("duplicates", 0) + report.get("foreign", 0)
+    buffers = report.get("buffers") or 0
+    per_buffer = taken / buffers if buffers else 1.0
+    return min(lost, round(drops * max(1.0, per_buffer)))
 
 
 def errno_name(code: int) -> str:

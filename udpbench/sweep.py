@@ -12,16 +12,19 @@ import time
 from pathlib import Path
 
 from . import __version__, frag, results, wire
-from .client import DEFAULT_LAN_RATE_BPS, ENGINES, connect, is_loopback
+from .client import DEFAULT_LAN_RATE_BPS, connect, is_loopback
+from .engines import CHOICES as ENGINE_CHOICES
 from .errors import MeasurementError, UserError
 from .report import print_table
 from .server import DEFAULT_PORT
+from .streams import blast_streams
 from .units import format_rate, parse_rate, parse_sizes, positive_seconds
 
 # Loopback's MTU (65536) fragments nothing at Ethernet sizes; a loopback-only sweep is planned
 # around Ethernet's 1500 so its rows line up with a LAN's (that contrast is the point).
 ETHERNET_MTU = 1500
 DEFAULT_POINTS = 24
+MAX_STREAMS = 16  # the server serves 16 control connections at once by default
 
 
 def plan(mtu: int, v6: bool, points: int = DEFAULT_POINTS) -> list[int]:
@@ -70,13 +73,14 @@ def default_output() -> Path:
 def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: float | None,
               engine: str, port: int = DEFAULT_PORT, family: int | None = None,
               output: Path | None = None, points: int = DEFAULT_POINTS, progress: bool = True,
-              argv: list[str] | None = None) -> tuple[dict, list[dict], Path | None]:
+              argv: list[str] | None = None, streams: int = 1) -> tuple[dict, list[dict], Path | None]:
     """Run the sweep; save after every row. Returns (meta, rows, npz path)."""
     meta = {
         "tool": "udpbench", "version": __version__,
         "command": shlex.join(["udpbench", *argv]) if argv else None,
         "kernel": platform.release(), "machine": platform.machine(), "hostname": socket.gethostname(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": engine, "duration_s": duration,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": engine, "streams": streams,
+        "duration_s": duration,
         "hosts": [],
     }
     rows: list[dict] = []
@@ -115,7 +119,7 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
                 for size in sizes:
                     bar.step(f"{client.host} {size} B")
                     try:
-                        row = client.blast(size, duration, host_rate, engine, path_mtu=mtu)
+                        row = blast_streams(client, streams, size, duration, host_rate, engine, path_mtu=mtu)
                     except MeasurementError as exc:
                         checkpoint()
                         kept = f"; {len(rows)} finished row(s) kept in {saved}" if saved else ""
@@ -165,9 +169,22 @@ def add_common_arguments(p) -> None:
     p.add_argument("--rate", type=parse_rate, default=None, metavar="R",
                    help="UDP payload bits/s with k/M/G suffix, or 'max' (default: max for loopback; "
                         "100M for any other host, a safety default)")
-    p.add_argument("--engine", choices=list(ENGINES), default="send",
-                   help="send: one send() per datagram; mmsg: sendmmsg batches; gso: UDP segmentation offload")
+    p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
+                   help="send: one send() per datagram; mmsg: sendmmsg batches; gso: UDP segmentation "
+                        "offload (payloads that fit the path MTU); auto (default): gso where it fits, else mmsg")
+    p.add_argument("--streams", type=stream_count, default=1, metavar="N",
+                   help="parallel streams, each its own socket and session; --rate is their total (default 1)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
+
+
+def stream_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise UserError(f"--streams {text!r} is not a whole number") from None
+    if not 1 <= n <= MAX_STREAMS:
+        raise UserError(f"--streams must be between 1 and {MAX_STREAMS}")
+    return n
 
 
 def run(args) -> int:
@@ -178,7 +195,7 @@ def run(args) -> int:
     try:
         meta, rows, saved = run_sweep(args.hosts, args.sizes, args.duration, args.rate, args.engine,
                                       args.port, args.family, output, args.points,
-                                      progress=not args.json, argv=argv)
+                                      progress=not args.json, argv=argv, streams=args.streams)
     except SweepInterrupted as stop:
         where = f"; {len(stop.rows)} finished row(s) saved in {stop.saved}" if stop.saved else ""
         print(f"udpbench: sweep interrupted{where}", file=sys.stderr)

@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""Delivered datagrams per second on loopback: udpbench's engines beside iperf3 and sockperf.
+
+    python benchmarks/compare_peers.py                     # 64 and 1472 B, 3 rounds of 3 s
+    python benchmarks/compare_peers.py --rounds 5 --duration 5 --sizes 64,512,1472
+
+Not a test: a measurement of this machine, written to results/benchmark-TIME.json and
+printed as a table. "Delivered" is what the receiving side counted, never what was sent:
+
+- udpbench: ``received`` from the server's REPORT (distinct datagrams of the session).
+- iperf3 (``-u -b 0 -l N``, server ``iperf3 -s -1``): the server's ``packets - lost_packets``
+  (highest sequence number minus the gaps it saw), from its own JSON.
+- sockperf (``sockperf tp`` into ``sockperf sr``): throughput mode reports only what the
+  client sent, so delivered = sent - the drops of the server's socket, read with ``ss -m``
+  (``skmem ... d<drops>``) before the server exits. On loopback nothing else loses
+  datagrams, so this is what the server's socket took in; sockperf does not count it itself.
+- c-reference (when a C compiler is present): ``benchmarks/c_reference.c``, plain C with the
+  same syscalls as udpbench, counting only: the ceiling the Cython loops are judged against.
+
+Each round runs every tool once per size, in a rotated order, so that a load change on a
+shared machine hits all tools alike; the table shows medians over rounds, and each ratio is
+the median of per-round ratios to iperf3 in the same round. Only loopback (127.0.0.1) is used.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+ENGINES = ("send", "mmsg", "gso")
+
+
+def free_port() -> int:
+    """A port free for both TCP and UDP on loopback (udpbench serves both on one number)."""
+    for _ in range(50):
+        with socket.socket() as t:
+            t.bind((HOST, 0))
+            port = t.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind((HOST, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free loopback port")
+
+
+def wait_port(port: int, timeout: float = 5.0, udp: bool = False) -> None:
+    """Wait until a server listens on the port. Asks ss rather than connecting: a test
+    connection would be the one client `iperf3 -s -1` serves."""
+    deadline = time.monotonic() + timeout
+    argv = ["ss", "-Huan" if udp else "-Htln", f"sport = :{port}"]
+    while time.monotonic() < deadline:
+        if subprocess.run(argv, capture_output=True, text=True).stdout.strip():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {HOST}:{port}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def env_with_repo() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+# --- the tools ---------------------------------------------------------------------------------
+
+class Udpbench:
+    """One `udpbench serve` process for the whole benchmark; one `udpbench blast` per run."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "udpbench", "serve", "--bind", HOST, "--port", str(self.port), "--quiet"],
+            env=env_with_repo(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_port(self.port)
+
+    def run(self, engine: str, size: int, duration: float) -> dict:
+        out = subprocess.run(
+            [sys.executable, "-m", "udpbench", "blast", HOST, "--port", str(self.port), "--size", str(size),
+             "--duration", str(duration), "--engine", engine, "--rate", "max", "--json"],
+            env=env_with_repo(), capture_output=True, text=True, timeout=duration + 30)
+        if out.returncode != 0:
+            raise RuntimeError(f"udpbench blast failed: {out.stderr.strip()}")
+        row = json.loads(out.stdout)
+        return {"sent": row["sent"], "delivered": row["received"], "seconds": row["duration_s"],
+                "engine_used": row["engine"], "socket_loss": row.get("socket_loss")}
+
+    def close(self) -> None:
+        stop(self.server)
+
+
+def run_iperf3(size: int, duration: float) -> dict:
+    port = free_port()
+    server = subprocess.Popen(["iperf3", "-s", "-1", "-B", HOST, "-p", str(port), "-J"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_port(port)
+        client = subprocess.run(["iperf3", "-c", HOST, "-p", str(port), "-u", "-b", "0", "-l", str(size),
+                                 "-t", str(duration), "-J"], capture_output=True, text=True,
+                                timeout=duration + 30)
+        out, _ = server.communicate(timeout=10)
+    finally:
+        stop(server)
+    sent = json.loads(client.stdout)["end"]["sum"]
+    received = json.loads(out)["end"]["sum"]
+    return {"sent": sent["packets"], "delivered": received["packets"] - received["lost_packets"],
+            "seconds": received["seconds"]}
+
+
+SOCKPERF_SENT = re.compile(r"Total of (\d+) messages sent in ([0-9.]+) sec")
+SS_DROPS = re.compile(r"\bd(\d+)\b")
+
+
+def run_sockperf(size: int, duration: float) -> dict:
+    port = free_port()
+    server = subprocess.Popen(["sockperf", "sr", "-i", HOST, "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, udp=True)
+        client = subprocess.run(["sockperf", "tp", "-i", HOST, "-p", str(port), "-m", str(size),
+                                 "-t", str(duration), "--dontwarmup"], capture_output=True, text=True,
+                                timeout=duration + 30)
+        time.sleep(0.3)  # let the server empty its socket
+        ss = subprocess.run(["ss", "-Huamn", f"sport = :{port}"], capture_output=True, text=True).stdout
+    finally:
+        stop(server)
+    m = SOCKPERF_SENT.search(client.stdout + client.stderr)
+    d = SS_DROPS.search(ss)
+    if not m or not d:
+        raise RuntimeError(f"cannot read sockperf's counts (client: {client.stdout[-300:]!r}, ss: {ss!r})")
+    sent, seconds = int(m.group(1)), float(m.group(2))
+    return {"sent": sent, "delivered": sent - int(d.group(1)), "seconds": seconds,
+            "socket_drops": int(d.group(1))}
+
+
+def build_c_reference(workdir: Path) -> Path | None:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        return None
+    exe = workdir / "c_reference"
+    subprocess.run([cc, "-O2", "-pthread", "-o", str(exe), str(ROOT / "benchmarks" / "c_reference.c")], check=True)
+    return exe
+
+
+def run_c_reference(exe: Path, engine: str, size: int, duration: float) -> dict:
+    out = subprocess.run([str(exe), engine, str(size), str(duration)], capture_output=True, text=True,
+                         timeout=duration + 30, check=True)
+    r = json.loads(out.stdout)
+    return {"sent": r["sent"], "delivered": r["delivered"], "seconds": r["seconds"]}
+
+
+# --- the machine -------------------------------------------------------------------------------
+
+def machine() -> dict:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+
+    def version(argv):
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=5).stdout.splitlines()[0].strip()
+        except (OSError, IndexError, subprocess.SubprocessError):
+            return None
+
+    return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
+            "python": platform.python_version(), "iperf3": version(["iperf3", "--version"]),
+            "sockperf": version(["sockperf", "--version"])}
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="64,1472", help="payload sizes, comma-separated (default 64,1472)")
+    p.add_argument("--duration", type=float, default=3.0, help="seconds per run (default 3)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds; the table shows medians (default 3)")
+    p.add_argument("--no-c", action="store_true", help="skip the C reference")
+    p.add_argument("--output", type=Path, help="JSON file (default results/benchmark-TIME.json)")
+    args = p.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if not 0 < args.duration <= 60 or not 1 <= args.rounds <= 20:
+        p.error("duration must be in (0, 60] s and rounds in 1..20")
+    missing = [t for t in ("iperf3", "sockperf", "ss") if not shutil.which(t)]
+    if missing:
+        p.error(f"missing tools: {', '.join(missing)}")
+
+    tools = ["iperf3", "sockperf"] + [f"udpbench {e}" for e in ENGINES]
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = None if args.no_c else build_c_reference(Path(tmp))
+        if exe:
+            tools += [f"c-reference {e}" for e in ENGINES]
+        udpbench = Udpbench()
+        runs = []
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        load_before = loadavg()
+        try:
+            for rnd in range(args.rounds):
+                for size in sizes:
+                    order = tools[rnd % len(tools):] + tools[:rnd % len(tools)]
+                    for tool in order:
+                        name, _, engine = tool.partition(" ")
+                        if name == "iperf3":
+                            r = run_iperf3(size, args.duration)
+                        elif name == "sockperf":
+                            r = run_sockperf(size, args.duration)
+                        elif name == "udpbench":
+                            r = udpbench.run(engine, size, args.duration)
+                        else:
+                            r = run_c_reference(exe, engine, size, args.duration)
+                        r.update(tool=tool, size=size, round=rnd, load1=loadavg()[0],
+                                 delivered_pps=r["delivered"] / r["seconds"], sent_pps=r["sent"] / r["seconds"])
+                        runs.append(r)
+                        print(f"round {rnd + 1} {size:>5} B {tool:<20} delivered {r['delivered_pps']:>12,.0f}/s"
+                              f"  sent {r['sent_pps']:>12,.0f}/s", file=sys.stderr, flush=True)
+        finally:
+            udpbench.close()
+        load_after = loadavg()
+
+    summary = []
+    for size in sizes:
+        base = {r["round"]: r["delivered_pps"] for r in runs if r["tool"] == "iperf3" and r["size"] == size}
+        for tool in tools:
+            mine = [r for r in runs if r["tool"] == tool and r["size"] == size]
+            ratios = [r["delivered_pps"] / base[r["round"]] for r in mine if base.get(r["round"])]
+            summary.append({
+                "tool": tool, "size": size,
+                "delivered_pps": statistics.median(r["delivered_pps"] for r in mine),
+                "sent_pps": statistics.median(r["sent_pps"] for r in mine),
+                "ratio_to_iperf3": statistics.median(ratios) if ratios else None,
+                "ratio_range": [min(ratios), max(ratios)] if ratios else None,
+            })
+    document = {
+        "benchmark": "udpbench loopback delivered datagrams/s vs iperf3 and sockperf",
+        "started": started, "machine": machine(), "load_before": load_before, "load_after": load_after,
+        "duration_s": args.duration, "rounds": args.rounds, "sizes": sizes,
+        "summary": summary, "runs": runs,
+    }
+    output = args.output or ROOT / "results" / time.strftime("benchmark-%Y%m%d-%H%M%S.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=1) + "\n")
+    print(table(document))
+    print(f"\nwritten to {output}", file=sys.stderr)
+    return 0
+
+
+def table(doc: dict) -> str:
+    m = doc["machine"]
+    lines = [
+        f"Loopback, {doc['rounds']} rounds x {doc['duration_s']:g} s, medians. Machine: {m['nproc']} CPUs, "
+        f"{m['cpu_model']}, Linux {m['kernel']}; load average {doc['load_before'][0]:.2f} before, "
+        f"{doc['load_after'][0]:.2f} after.",
+        "",
+        "| tool | payload B | delivered datagrams/s | sent datagrams/s | delivered / iperf3 (range) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for s in doc["summary"]:
+        ratio = "-" if s["ratio_to_iperf3"] is None else (
+            f"{s['ratio_to_iperf3']:.2f}x ({s['ratio_range'][0]:.2f}-{s['ratio_range'][1]:.2f})")
+        lines.append(f"| {s['tool']} | {s['size']} | {s['delivered_pps']:,.0f} | {s['sent_pps']:,.0f} | {ratio} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""How the sender hands datagrams to the kernel, and which way fits a payload size.
+
+- ``send``: one ``send()`` per datagram, the way iperf3 does it.
+- ``mmsg``: ``sendmmsg()`` with up to 64 datagrams per call: fewer syscalls, same datagrams.
+- ``gso``: UDP generic segmentation offload (``UDP_SEGMENT``, Linux 4.18+): one buffer of up
+  to 64 datagrams goes down the stack once and is cut into datagrams at the device (or in
+  software just before it), so the per-datagram cost of the stack is paid once per buffer.
+  Every segment must fit the path MTU unfragmented, and the buffer must fit the 64 KiB IP
+  limit, so GSO cannot send datagrams that need IP fragmentation.
+- ``auto`` (the default): ``gso`` where it fits, ``mmsg`` otherwise.
+
+The engine a row reports is the one that ran; ``engine_requested`` and ``engine_note`` say
+what was asked for and why it was not used.
+"""
+from __future__ import annotations
+
+import errno
+import socket
+from dataclasses import dataclass
+
+from . import _fast, sockopts
+from .errors import UserError
+
+ENGINES = {"send": _fast.ENGINE_SEND, "mmsg": _fast.ENGINE_MMSG, "gso": _fast.ENGINE_GSO}
+CHOICES = ("auto", *ENGINES)
+GSO_MAX_BYTES = _fast.GSO_MAX_BYTES  # what one GSO buffer may carry (below 64 KiB with headers)
+
+
+@dataclass(frozen=True)
+class Choice:
+    engine: str  # the engine that runs
+    requested: str  # what the user asked for
+    note: str = ""  # why the requested engine does not run, e.g. "gso: payload exceeds path MTU"
+
+    @property
+    def label(self) -> str:
+        return f"{self.engine} ({self.note})" if self.note else self.engine
+
+
+def header_bytes(v6: bool) -> int:
+    """IP + UDP header bytes in front of each payload."""
+    return 48 if v6 else 28
+
+
+def gso_obstacle(size: int, path_mtu: int, v6: bool) -> str | None:
+    """Why GSO cannot carry ``size``-byte payloads on this path, or None if it can."""
+    if header_bytes(v6) + size > path_mtu:
+        return "payload exceeds path MTU"
+    if size > GSO_MAX_BYTES:
+        return "payload exceeds the 64 KiB GSO buffer"
+    return None
+
+
+def choose(requested: str, size: int, path_mtu: int, v6: bool, gso_available: bool = True) -> Choice:
+    """The engine that runs for a request, a payload size and a path MTU.
+
+    ``auto`` takes GSO when the payload fits the path MTU and at least two datagrams fit one
+    GSO buffer (with one, GSO saves nothing); otherwise mmsg. An explicit ``gso`` that cannot
+    work falls back to mmsg with a note, rather than fail a sweep that crosses the MTU.
+    """
+    if requested not in CHOICES:
+        raise UserError(f"unknown engine {requested!r}: choose from {', '.join(CHOICES)}")
+    if requested in ("send", "mmsg"):
+        return Choice(requested, requested)
+    obstacle = gso_obstacle(size, path_mtu, v6)
+    if obstacle is None and not gso_available:
+        obstacle = "this kernel has no UDP_SEGMENT"
+    if obstacle is None and requested == "auto" and 2 * size > GSO_MAX_BYTES:
+        obstacle = "only one datagram per GSO buffer"
+    if obstacle is None:
+        return Choice("gso", requested)
+    return Choice("mmsg", requested, f"gso: {obstacle}")
+
+
+def refused(choice: Choice, err: int) -> Choice:
+    """The fallback after the kernel refused the first GSO send (no checksum offload, old kernel)."""
+    name = errno.errorcode.get(err, str(err))
+    return Choice("mmsg", choice.requested, f"gso: refused by the kernel ({name})")
+
+
+def gso_available(sock: socket.socket) -> bool:
+    """Whether the kernel knows UDP_SEGMENT (Linux 4.18+): reading the option fails otherwise."""
+    try:
+        sock.getsockopt(sockopts.SOL_UDP, sockopts.UDP_SEGMENT)
+        return True
+    except OSError:
+        return False
