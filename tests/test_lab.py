@@ -10,9 +10,11 @@ import math
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import udpbench
 from udpbench import cli, lab as labmod
 from udpbench.errors import UserError
 from udpbench.lab import Impairments, Lab, parse_rate
@@ -234,37 +236,39 @@ def test_context_manager_tears_down_on_error(make_lab):
 @pytest.mark.lab
 def test_command_line_up_status_exec_down(make_lab):
     prefix = f"ubt{os.getpid()}xcli"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH")] if p))
+    # The child runs the same udpbench this process imported, installed or not.
+    package_root = str(Path(udpbench.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in [package_root, os.environ.get("PYTHONPATH")] if p))
 
-    def udpbench(*argv):
+    def lab_cli(*argv):
         return subprocess.run([sys.executable, "-m", "udpbench", "lab", *argv], capture_output=True,
                               text=True, timeout=60, env=env)
 
     try:
-        up = udpbench("up", "--mtu", "1400", "--loss", "5", "--prefix", prefix)
+        up = lab_cli("up", "--mtu", "1400", "--loss", "5", "--prefix", prefix)
         assert up.returncode == 0, up.stderr
         assert "mtu 1400" in up.stdout
-        status = udpbench("status", "--json", "--prefix", prefix)
+        status = lab_cli("status", "--json", "--prefix", prefix)
         assert status.returncode == 0, status.stderr
         st = json.loads(status.stdout)
         assert st["up"] and {v["name"] for v in st["namespaces"].values()} == {
             f"{prefix}-client", f"{prefix}-router", f"{prefix}-server"}
         assert st["impairments"]["loss_percent"] == 5.0
-        text = udpbench("status", "--prefix", prefix)
+        text = lab_cli("status", "--prefix", prefix)
         assert f"{prefix}-server" in text.stdout and "loss 5%" in text.stdout
-        ran = udpbench("exec", "--prefix", prefix, "server", "--", "ip", "-4", "-o", "addr", "show", "dev", "to-router")
+        ran = lab_cli("exec", "--prefix", prefix, "server", "--", "ip", "-4", "-o", "addr", "show", "dev", "to-router")
         assert ran.returncode == 0 and "198.18.1.2/24" in ran.stdout
-        assert udpbench("exec", "--prefix", prefix, "client", "--", "sh", "-c", "exit 7").returncode == 7
-        again = udpbench("up", "--prefix", prefix)
+        assert lab_cli("exec", "--prefix", prefix, "client", "--", "sh", "-c", "exit 7").returncode == 7
+        again = lab_cli("up", "--prefix", prefix)
         assert again.returncode == 2
         assert again.stderr.strip() == (f"udpbench: lab '{prefix}' is already up; "
                                         f"run `udpbench lab down --prefix {prefix}`")
-        down = udpbench("down", "--prefix", prefix)
+        down = lab_cli("down", "--prefix", prefix)
         assert down.returncode == 0 and not {n for n in ns_names() if n.startswith(prefix + "-")}
-        assert udpbench("down", "--prefix", prefix).returncode == 0
-        after = udpbench("status", "--json", "--prefix", prefix)
+        assert lab_cli("down", "--prefix", prefix).returncode == 0
+        after = lab_cli("status", "--json", "--prefix", prefix)
         assert json.loads(after.stdout)["up"] is False
-        missing = udpbench("exec", "--prefix", prefix, "client", "--", "true")
+        missing = lab_cli("exec", "--prefix", prefix, "client", "--", "true")
         assert missing.returncode == 2 and "is up; run `udpbench lab up --prefix" in missing.stderr
     finally:
         Lab(prefix).down()

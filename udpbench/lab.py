@@ -322,7 +322,8 @@ class Lab:
 
     def set_impairments(self, *, loss=_KEEP, rate=_KEEP, block_icmp=_KEEP, mtu=_KEEP) -> Impairments:
         """Change impairments on a live lab; arguments left out stay as they are.
-        ``loss=0`` and ``rate=None`` remove them. Returns what is now in force."""
+        ``loss=0`` and ``rate=None`` remove them; a new MTU also clears the path MTUs the
+        client and server had learned. Returns what is now in force."""
         self._require_up()
         now = self.impairments()
         changes = {name: value for name, value in
@@ -332,6 +333,9 @@ class Lab:
         if wanted.block_icmp:
             _tool("nft")
         self._apply(wanted)
+        if wanted.mtu != now.mtu:
+            # A path MTU learned under the old MTU would linger for 600 s (route/mtu_expires).
+            self.forget_pmtu()
         return self.impairments()
 
     def _apply(self, imp: Impairments) -> None:
