@@ -341,3 +341,59 @@ def test_loss_rule_is_stateless_and_per_packet():
 def test_client_link_is_never_the_bottleneck():
     assert Impairments(mtu=1400).client_mtu == 1500
     assert Impairments(mtu=9000).client_mtu == 9000
+
+
+# ---- netem, where the kernel has it (this one does not: exercised with a fake `tc`) ---------
+
+def fake_tools(monkeypatch, netem_works: bool) -> list:
+    """Record every ip/tc/nft call instead of running it; netem succeeds or not."""
+    calls = []
+
+    def fake_cmd(argv, *, what, check=True, input=None):
+        calls.append((list(argv), input))
+        failed = "netem" in argv and not netem_works
+        return subprocess.CompletedProcess(argv, 2 if failed else 0, "",
+                                           "Error: Specified qdisc kind is unknown." if failed else "")
+
+    monkeypatch.setattr(labmod, "_cmd", fake_cmd)
+    monkeypatch.setattr(labmod.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    return calls
+
+
+@pytest.mark.parametrize("rate, parent", [(None, ["root"]), ("10M", ["parent", "1:1"])])
+def test_netem_is_preferred_when_the_kernel_has_it(monkeypatch, rate, parent):
+    calls = fake_tools(monkeypatch, netem_works=True)
+    lab = Lab("ubfake")
+    lab._apply(Impairments(mtu=1400, loss=2.5, rate=rate).validated())
+    assert lab.loss_method == "netem"
+    netem = [argv for argv, _ in calls if "netem" in argv]
+    assert netem == [["tc", "-n", "ubfake-router", "qdisc", "add", "dev", "to-server", *parent,
+                      "handle", "10:", "netem", "loss", "2.5%"]]
+    assert not any(script and "numgen" in script for _, script in calls)
+
+
+def test_nftables_loss_when_netem_is_missing(monkeypatch):
+    calls = fake_tools(monkeypatch, netem_works=False)
+    lab = Lab("ubfake")
+    lab._apply(Impairments(mtu=1400, loss=2.5).validated())
+    assert lab.loss_method == "nftables"
+    scripts = [script for _, script in calls if script and "numgen" in script]
+    assert len(scripts) == 1 and "table netdev udpbench_loss" in scripts[0]
+    assert "numgen random mod 1000000 < 25000 drop" in scripts[0]
+
+
+def test_status_reads_netem_and_tbf_back(monkeypatch):
+    qdiscs = [{"kind": "tbf", "handle": "1:", "root": True, "options": {"rate": 1250000, "burst": 2828}},
+              {"kind": "netem", "handle": "10:", "parent": "1:1",
+               "options": {"limit": 1000, "loss-random": {"loss": 0.025, "correlation": 0}}}]
+
+    def fake_cmd(argv, *, what, check=True, input=None):
+        out = json.dumps(qdiscs) if argv[0] == "tc" else json.dumps([{"ifname": "to-server", "mtu": 1400}])
+        return subprocess.CompletedProcess(argv, 0, out, "")
+
+    monkeypatch.setattr(labmod, "_cmd", fake_cmd)
+    monkeypatch.setattr(labmod.shutil, "which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr(Lab, "run", lambda self, node, argv, **kw: subprocess.CompletedProcess(argv, 0, '{"nftables": []}', ""))
+    imp, method = Lab("ubfake")._read_impairments()
+    assert imp == Impairments(mtu=1400, loss=2.5, rate=10_000_000, block_icmp=False)
+    assert method == "netem"
