@@ -107,7 +107,7 @@ class Udpbench:
             raise RuntimeError(f"udpbench blast failed: {out.stderr.strip()}")
         row = json.loads(out.stdout)
         return {"sent": row["sent"], "delivered": row["received"], "seconds": row["duration_s"],
-                "engine_used": row["engine"], "socket_loss": row.get("socket_loss")}
+                "engine_used": row["engine"], "loss_socket": row.get("loss_socket")}
 
     def close(self) -> None:
         stop(self.server)

@@ -7,7 +7,7 @@ import secrets
 import socket
 import time
 
-from . import __version__, _fast, control, engines, frag, kernel, sockopts, wire
+from . import __version__, _fast, control, engines, frag, kernel, sockopts, stats, wire
 from .control import PeerClosed, PeerError, ProtocolError
 from .errors import MeasurementError, UserError
 from .server import DEFAULT_PORT, Server
@@ -153,7 +153,10 @@ class Flow:
 
     def __init__(self, client: Client, size: int, duration: float, rate_bps: float | None,
                  engine: str = "auto", rcvbuf: int | None = None, path_mtu: int | None = None):
-        wire.check_size(size, client.v6)
+        try:
+            wire.check_size(size, client.v6)
+        except wire.WireError as exc:
+            raise UserError(f"{client.host}: {exc}") from None
         self.client, self.size, self.duration, self.rate_bps = client, size, duration, rate_bps
         self.session = secrets.randbits(64)
         self.sock = client.data_socket()
@@ -252,7 +255,6 @@ def make_row(client: Client, size: int, engine: "engines.Choice | str", duration
     sent = tx["sent"]
     received = report.get("received", 0)
     lost = sent - received
-    socket_loss = socket_loss_datagrams(report, lost)
     try:
         fragments = frag.fragments(size, mtu, client.v6)
         wire_per_datagram = frag.wire_bytes(size, mtu, client.v6)
@@ -260,6 +262,11 @@ def make_row(client: Client, size: int, engine: "engines.Choice | str", duration
         fragments, wire_per_datagram = 0, 0
     span_ns = report.get("max_transit_ns", 0) - report.get("min_transit_ns", 0)
     tx_bps = sent * size * 8 / elapsed
+    receiver_counters = report.get("kernel", {})
+    causes = stats.attribute_loss(lost, sndbuf_errors=sender_counters.get("Udp.SndbufErrors", 0),
+                                  socket_drops=socket_drops_datagrams(report),
+                                  rcvbuf_errors=receiver_counters.get("Udp.RcvbufErrors", 0),
+                                  reasm_fails=receiver_counters.get("Ip.ReasmFails", 0))
     return {
         "host": client.host,
         "address": client.server_addr[0],
@@ -282,8 +289,7 @@ def make_row(client: Client, size: int, engine: "engines.Choice | str", duration
         "late": report.get("late", 0),
         "lost": lost,
         "loss_ratio": lost / sent if sent else 0.0,
-        "socket_loss": socket_loss,
-        "network_loss": lost - socket_loss,
+        **causes,
         "loss_bursts": report.get("gap_events", 0),
         "longest_loss_burst": report.get("max_gap", 0),
         "max_reorder_distance": report.get("max_reorder", 0),
@@ -314,27 +320,30 @@ def make_row(client: Client, size: int, engine: "engines.Choice | str", duration
         "socket_drops": report.get("socket_drops") or 0,
         "gro_buffers": report.get("gro_buffers", 0),
         "sender_counters": sender_counters,
-        "receiver_counters": report.get("kernel", {}),
+        "receiver_counters": receiver_counters,
         "drain_s": report.get("drain_s", 0.0),
     }
 
 
-def socket_loss_datagrams(report: dict, lost: int) -> int:
-    """Datagrams of this session the receiving socket dropped (its buffer was full).
+def socket_drops_datagrams(report: dict) -> int | None:
+    """Datagrams of this session the receiving socket dropped (its buffer was full), or None
+    when the server could not read its socket's drop count.
 
-    The kernel counts drops per socket buffer (sk_drops, via SO_MEMINFO and SO_RXQ_OVFL), and
-    with UDP_GRO one buffer can hold many coalesced datagrams. So the drops are scaled by the
-    datagrams per buffer the receiver saw (1 without GRO: exact; a GSO sender's batch on
-    loopback: exact but for a short last buffer; estimated otherwise), and never exceed what
-    was lost. The socket belongs to this session alone, so every drop on it is this session's.
+    The kernel counts drops per socket buffer (sk_drops, read with SO_MEMINFO), and with
+    UDP_GRO one buffer can hold many coalesced datagrams: a GSO sender's buffer of 44 reaches
+    a loopback receiver whole and, when the socket is full, is dropped whole. So the drops
+    are scaled by the datagrams per buffer the receiver saw (1 without GRO: exact; a GSO
+    sender on loopback: exact but for a short last buffer; an estimate otherwise). The socket
+    belongs to this session alone, so every drop on it is this session's.
     """
-    drops = max(report.get("socket_drops") or 0, report.get("rxq_overflow") or 0)
-    if drops <= 0 or lost <= 0:
-        return 0
+    drops = report.get("socket_drops")
+    if drops is None:
+        return None
+    drops = max(drops, report.get("rxq_overflow") or 0)
     taken = report.get("received", 0) + report.get("duplicates", 0) + report.get("foreign", 0)
     buffers = report.get("buffers") or 0
-    per_buffer = taken / buffers if buffers else 1.0
-    return min(lost, round(drops * max(1.0, per_buffer)))
+    per_buffer = max(1.0, taken / buffers) if buffers else 1.0
+    return round(drops * per_buffer)
 
 
 def errno_name(code: int) -> str:

@@ -10,17 +10,17 @@ from __future__ import annotations
 import statistics
 import threading
 
-from . import _fast, frag, kernel
+from . import _fast, frag, kernel, stats
 from .client import Client
 
 # Counts that add up over streams; the rest is recomputed or taken as the worst stream's.
-SUMMED = ("sent", "send_errors", "received", "duplicates", "reordered", "late", "lost", "socket_loss",
-          "network_loss", "loss_bursts", "syscalls", "foreign", "socket_drops", "gro_buffers")
+SUMMED = ("sent", "send_errors", "received", "duplicates", "reordered", "late", "lost", *stats.CAUSES,
+          "loss_bursts", "syscalls", "foreign", "socket_drops", "gro_buffers")
 WORST = ("longest_loss_burst", "max_reorder_distance", "delay_spread_ms", "gap_std_us", "gap_p99_us",
          "gap_p999_us", "gap_max_us", "late_p50_us", "late_p99_us", "late_max_us", "schedule_resets",
          "drain_s")
 # What each stream reports in the row's per_stream list.
-PER_STREAM = ("engine", "sent", "received", "lost", "socket_loss", "network_loss", "duplicates",
+PER_STREAM = ("engine", "sent", "received", "lost", *stats.CAUSES, "duplicates",
               "reordered", "duration_s", "tx_pps", "rx_pps", "goodput_bps", "jitter_ms", "gap_p50_us",
               "gap_p99_us", "send_errors")
 
