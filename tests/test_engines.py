@@ -1,0 +1,275 @@
+"""Send engines, GSO/GRO splitting, engine choice, pacing, parallel streams, socket loss, memory.
+
+Every measurement here runs on loopback at moderate rates, so exact accounting holds on a
+loaded machine; timing is only asserted within generous bounds.
+"""
+import errno
+import os
+import random
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from udpbench import _fast, engines, sockopts, wire
+from udpbench.client import Client
+from udpbench.server import enable_receive_options, set_receive_buffer
+from udpbench.stats import CAUSES
+from udpbench.streams import blast_streams
+
+SESSION = 0x0123456789ABCDEF
+
+
+@pytest.fixture
+def socket_pair():
+    """A receiving socket set up like the server's (UDP_GRO, big buffer) and a sender connected to it."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    set_receive_buffer(rx, 8 << 20)
+    enable_receive_options(rx)
+    rx.bind(("127.0.0.1", 0))
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx.bind(("127.0.0.1", 0))
+    tx.connect(rx.getsockname())
+    rx.connect(tx.getsockname())
+    yield rx, tx
+    rx.close()
+    tx.close()
+
+
+def receive_while(rx_sock, send):
+    """Run a Receiver on rx_sock while send() runs; returns (send's result, receiver)."""
+    receiver = _fast.Receiver(SESSION)
+    thread = threading.Thread(target=receiver.run, args=(rx_sock.fileno(), 0.3))
+    thread.start()
+    try:
+        result = send()
+    finally:
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    return result, receiver
+
+
+# --- each engine, exact accounting ----------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ["send", "mmsg", "gso"])
+def test_each_engine_delivers_exactly_what_it_sent(loopback_server, engine):
+    with Client("127.0.0.1", loopback_server.port) as client:
+        row = client.blast(1000, 0.5, 80e6, engine)  # 10k datagrams/s
+    assert (row["engine"], row["engine_requested"], row["engine_note"]) == (engine, engine, "")
+    assert row["sent"] > 3000
+    assert row["received"] == row["sent"]
+    assert row["lost"] == 0 and row["duplicates"] == 0 and row["send_errors"] == 0
+
+
+# --- GSO on the way out, GRO on the way in ---------------------------------------------------
+
+def test_gso_datagrams_arrive_coalesced_and_are_counted_one_by_one(socket_pair):
+    rx, tx = socket_pair
+    count = 6400
+    result, receiver = receive_while(rx, lambda: _fast.send_datagrams(
+        tx.fileno(), _fast.ENGINE_GSO, 1000, SESSION, 0, 5.0, 100_000.0, max_count=count))
+    c = receiver.counts()
+    assert result["sent"] == count and result["batch"] == 5  # 50 us of schedule at 100k/s
+    assert result["syscalls"] == count // 5
+    assert c["gro_buffers"] > 0  # the kernel handed over coalesced buffers...
+    assert c["buffers"] < count
+    assert 1 < c["max_segments"] <= 5
+    assert c["received"] == count  # ...and every datagram in them was counted
+    assert c["highest_seq"] == count - 1
+    assert (c["duplicates"], c["reordered"], c["gap_events"], c["foreign"]) == (0, 0, 0, 0)
+    assert c["payload_bytes"] == count * 1000
+
+
+def test_a_short_last_segment_is_split_off_and_checked(socket_pair):
+    """A GSO buffer whose last datagram is shorter: three of 100 bytes and one of 60."""
+    rx, tx = socket_pair
+    buf = b"".join(wire.datagram(wire.Kind.DATA, SESSION, seq, 100) for seq in range(3))
+    buf += wire.datagram(wire.Kind.DATA, SESSION, 3, 60)
+
+    def send():
+        tx.sendmsg([buf], [(sockopts.SOL_UDP, sockopts.UDP_SEGMENT, struct.pack("=H", 100))])
+
+    _, receiver = receive_while(rx, send)
+    c = receiver.counts()
+    assert (c["received"], c["highest_seq"], c["payload_bytes"]) == (4, 3, 360)
+    assert c["gro_buffers"] == 1 and c["max_segments"] == 4 and c["foreign"] == 0
+
+
+def test_kernel_refusing_gso_is_reported_not_counted_as_errors(socket_pair):
+    """With UDP checksums off (SO_NO_CHECK) the kernel refuses GSO with EINVAL: the loop
+    stops at once and says so, so the caller can fall back to mmsg."""
+    rx, tx = socket_pair
+    tx.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_NO_CHECK", 11), 1)
+    result = _fast.send_datagrams(tx.fileno(), _fast.ENGINE_GSO, 500, SESSION, 0, 1.0, 0.0, max_count=640)
+    assert result["gso_refused"] == errno.EINVAL
+    assert result["sent"] == 0 and result["errors"] == {}
+    fallback = engines.refused(engines.Choice("gso", "auto"), result["gso_refused"])
+    assert fallback.label == "mmsg (gso: refused by the kernel (EINVAL))"
+
+
+# --- which engine runs ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("requested, size, mtu, v6, engine, note", [
+    ("auto", 1472, 1500, False, "gso", ""),
+    ("auto", 1473, 1500, False, "mmsg", "gso: payload exceeds path MTU"),
+    ("auto", 1452, 1500, True, "gso", ""),
+    ("auto", 1453, 1500, True, "mmsg", "gso: payload exceeds path MTU"),
+    ("gso", 9000, 1500, False, "mmsg", "gso: payload exceeds path MTU"),
+    ("gso", 8972, 9000, False, "gso", ""),
+    ("auto", 40000, 65535, False, "mmsg", "gso: only one datagram per GSO buffer"),
+    ("gso", 40000, 65535, False, "gso", ""),  # asked for: honoured, one datagram per send
+    ("gso", 65507, 65535, False, "mmsg", "gso: payload exceeds the 64 KiB GSO buffer"),
+    ("send", 64, 1500, False, "send", ""),
+    ("mmsg", 9000, 1500, False, "mmsg", ""),
+])
+def test_engine_choice(requested, size, mtu, v6, engine, note):
+    choice = engines.choose(requested, size, mtu, v6)
+    assert (choice.engine, choice.requested, choice.note) == (engine, requested, note)
+    assert choice.label == (f"{engine} ({note})" if note else engine)
+
+
+def test_auto_without_kernel_gso_takes_mmsg():
+    choice = engines.choose("auto", 1000, 1500, False, gso_available=False)
+    assert (choice.engine, choice.note) == ("mmsg", "gso: this kernel has no UDP_SEGMENT")
+
+
+def test_auto_falls_back_to_mmsg_above_the_path_mtu_in_a_real_run(loopback_server):
+    with Client("127.0.0.1", loopback_server.port) as client:
+        above = client.blast(2000, 0.3, 20e6, "auto", path_mtu=1500)
+        below = client.blast(1472, 0.3, 20e6, "auto", path_mtu=1500)
+    assert (above["engine"], above["engine_requested"]) == ("mmsg", "auto")
+    assert above["engine_note"] == "gso: payload exceeds path MTU"
+    assert (below["engine"], below["engine_note"]) == ("gso", "")
+    for row in (above, below):
+        assert row["received"] == row["sent"] > 0
+
+
+# --- pacing ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rate_bps, size, low", [
+    (1e6, 1472, 0.97),  # 85/s: the loop sleeps between datagrams, a stall costs little
+    (50e6, 1000, 0.85),  # 6250/s: it spins the last stretch, and a loaded machine preempts spinners
+])
+def test_paced_rate_is_met_and_sends_are_spread(loopback_server, rate_bps, size, low):
+    with Client("127.0.0.1", loopback_server.port) as client:
+        row = client.blast(size, 1.0, rate_bps, "mmsg")
+    # Never faster than asked (n slots in D seconds: at most one datagram over), rarely slower.
+    assert low <= row["rate_ratio"] <= 1 + 1.5 / row["sent"]
+    assert row["tx_bps"] == pytest.approx(rate_bps * row["rate_ratio"])
+    assert row["received"] == row["sent"]
+    # The median gap between syscalls is the target; catching up never goes past twice the rate.
+    assert 0.7 * row["gap_target_us"] <= row["gap_p50_us"] <= 1.3 * row["gap_target_us"]
+    assert row["gap_p1_us"] >= 0.45 * row["gap_target_us"]
+
+
+def test_a_paced_count_ends_where_its_last_slot_ends(socket_pair):
+    """n datagrams at R per second take n / R seconds, not (n - 1) / R: the rate is R."""
+    rx, tx = socket_pair
+    result, _ = receive_while(rx, lambda: _fast.send_datagrams(
+        tx.fileno(), _fast.ENGINE_SEND, 64, SESSION, 0, 5.0, 1000.0, max_count=100))
+    assert result["sent"] == 100
+    assert result["elapsed_ns"] / 1e9 == pytest.approx(0.100, abs=0.02)
+
+
+def test_gap_histogram_percentiles_are_within_its_resolution():
+    rng = random.Random(4)
+    values = sorted(int(rng.lognormvariate(11, 1.5)) for _ in range(20000))
+    h = _fast.Histogram()
+    for v in values:
+        h.record(v)
+    assert h.count == len(values) and h.max_value == values[-1]
+    for q in (0.01, 0.5, 0.9, 0.99, 0.999):
+        exact = values[round(q * len(values)) - 1]
+        assert h.percentile(q) == pytest.approx(exact, rel=1 / 32 + 1e-9)
+    small = _fast.Histogram()
+    for v in (3, 3, 7, 31):
+        small.record(v)
+    assert [small.percentile(q) for q in (0.25, 0.5, 0.75, 1.0)] == [3, 3, 7, 31]  # exact below 32
+
+
+# --- parallel streams -----------------------------------------------------------------------
+
+def test_streams_run_as_separate_sessions_and_sum(loopback_server):
+    with Client("127.0.0.1", loopback_server.port) as client:
+        row = blast_streams(client, 3, 800, 0.6, 30e6, "mmsg")
+    per = row["per_stream"]
+    assert row["streams"] == 3 and len(per) == 3
+    assert len({s["session"] for s in per}) == 3
+    for key in ("sent", "received", "lost", *CAUSES):
+        assert row[key] == sum(s[key] for s in per)
+    for s in per:
+        assert s["received"] == s["sent"] > 0
+        assert s["tx_pps"] == pytest.approx(30e6 / 3 / 8 / 800, rel=0.05)  # the rate is split evenly
+    assert row["tx_bps"] == pytest.approx(30e6, rel=0.05)
+    assert row["goodput_bps"] == pytest.approx(row["received"] * 800 * 8 / row["duration_s"])
+
+
+# --- loss at the receiving socket -----------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ["mmsg", "gso"])
+def test_a_tiny_receive_buffer_loses_at_the_socket_not_the_network(loopback_server, engine):
+    """The receiver cannot keep up with a 4 KiB buffer: the loss is the socket's, datagram for
+    datagram, including GSO buffers that the socket drops whole."""
+    with Client("127.0.0.1", loopback_server.port) as client:
+        row = client.blast(1400, 0.3, None, engine, rcvbuf=4096)
+    assert row["engine"] == engine
+    assert row["lost"] > 0
+    assert row["loss_socket"] == row["lost"]
+    assert row["loss_network"] == 0 and row["loss_sender"] == 0
+    assert row["socket_drops"] > 0
+    if engine == "gso":
+        assert row["socket_drops"] < row["loss_socket"]  # drops count buffers, loss counts datagrams
+
+
+# --- the receiver when idle -----------------------------------------------------------------
+
+def test_an_idle_receiver_waits_in_poll_and_does_not_nap(socket_pair):
+    rx, _ = socket_pair
+    receiver = _fast.Receiver(SESSION)
+    receiver.run(rx.fileno(), 0.3)
+    assert receiver.naps == 0
+    assert 5 <= receiver.polls <= 40  # one 20 ms poll at a time
+
+
+# --- memory is flat in run length -----------------------------------------------------------
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_run_length():
+    """A max-rate blast of 5 s peaks no higher than one of 1 s, on both ends (within 20 MB)."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = subprocess.Popen([sys.executable, "-m", "udpbench", "serve", "--bind", "127.0.0.1",
+                               "--port", str(port), "--quiet"], stdout=subprocess.PIPE, text=True)
+    try:
+        server.stdout.readline()  # "serving on ..."
+        peaks = []
+        for seconds in (1, 5):
+            client = subprocess.Popen([sys.executable, "-m", "udpbench", "blast", "127.0.0.1", "--port",
+                                       str(port), "--size", "1472", "--duration", str(seconds), "--json"],
+                                      stdout=subprocess.DEVNULL)
+            _, status, usage = os.wait4(client.pid, 0)
+            client.returncode = os.waitstatus_to_exitcode(status)
+            assert client.returncode == 0
+            peaks.append((usage.ru_maxrss, _peak_rss_kib(server.pid)))
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=10)
+    (client_short, server_short), (client_long, server_long) = peaks
+    assert client_long - client_short < 20 * 1024
+    assert server_long - server_short < 20 * 1024
