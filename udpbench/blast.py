@@ -10,7 +10,7 @@ from .errors import UserError
 from .report import blast_summary
 from .streams import blast_streams
 from .sweep import add_common_arguments, default_rate
-from .units import positive_seconds
+from .units import format_count, format_rate, positive_seconds
 
 
 def add_parser(commands) -> None:
@@ -36,6 +36,25 @@ def run(args) -> int:
         print(json.dumps(results.public(row), default=str))
     else:
         print(blast_summary(row))
+        for line in engine_lines(row):
+            print(line)
     if row.get("interrupted"):
         return 130
     return 0
+
+
+def engine_lines(row: dict) -> list[str]:
+    """How the datagrams went out: the engine and why, the pacing, the streams."""
+    lines = []
+    if row.get("engine_note"):
+        lines.append(f"  engine    {row['engine']} ({row['engine_requested']} asked; {row['engine_note']})")
+    if row.get("rate_target_bps"):
+        lines.append(
+            f"  pacing    {format_rate(row['tx_bps'])} of {format_rate(row['rate_target_bps'])} "
+            f"({100 * row['rate_ratio']:.2f}%); gap between sends p1/p50/p99 "
+            f"{row['gap_p1_us']:.1f}/{row['gap_p50_us']:.1f}/{row['gap_p99_us']:.1f} us "
+            f"for a target of {row['gap_target_us']:.1f} us; late p99 {row['late_p99_us']:.1f} us")
+    for i, s in enumerate(row.get("per_stream") or []):
+        lines.append(f"  stream {i:<2} sent {s['sent']:>10}  received {s['received']:>10}  lost {s['lost']:>8}  "
+                     f"{format_count(s['rx_pps'])} pps  {format_rate(s['goodput_bps'])}")
+    return lines
