@@ -41,13 +41,16 @@ ENGINE_MMSG = ENGINE_MMSG_
 ENGINE_GSO = ENGINE_GSO_
 HEADER_BYTES = HEADER_SIZE
 MAGIC = WIRE_MAGIC
-MAX_BATCH = 64          # datagrams per sendmmsg / GSO segments per send (UDP_MAX_SEGMENTS)
+MAX_BATCH = 64          # datagrams per sendmmsg
+MAX_GSO_SEGMENTS = 128  # segments per GSO send where the kernel allows it (6.x); else 64
 GSO_MAX_BYTES = 65000   # a GSO super-buffer must stay below the 64 KiB IP limit
 PACING_BATCH_NS = 50000  # at a paced rate, one syscall covers at most this much of the schedule
 CATCHUP = 2             # behind schedule, the sender catches up at most this many times the rate
 
 cdef enum:
     MAX_BATCH_ = 64
+    MAX_GSO_SEGMENTS_ = 128
+    OLD_GSO_SEGMENTS_ = 64          # UDP_MAX_SEGMENTS before Linux 6.x
     GSO_MAX_BYTES_ = 65000
     PACING_BATCH_NS_ = 50000
     CATCHUP_ = 2
@@ -271,7 +274,7 @@ def batch_size(int engine, Py_ssize_t size, double rate_pps=0.0, int batch=0):
     if engine == ENGINE_MMSG_:
         most = MAX_BATCH_
     elif engine == ENGINE_GSO_:
-        most = max(1, min(MAX_BATCH_, GSO_MAX_BYTES_ // size))
+        most = max(1, min(MAX_GSO_SEGMENTS_, GSO_MAX_BYTES_ // size))
     if batch > 0:
         most = min(most, batch)
     if rate_pps > 0:
@@ -435,6 +438,11 @@ def send_datagrams(int fd, int engine, Py_ssize_t size, uint64_t session, uint64
                 err = errno
                 if err == EINTR:
                     next_check = 0
+                    continue
+                if engine == ENGINE_GSO_ and sent == 0 and err == EINVAL and most > OLD_GSO_SEGMENTS_:
+                    # An older kernel takes at most 64 segments per send: use that, and go on.
+                    most = OLD_GSO_SEGMENTS_
+                    syscalls = 0
                     continue
                 if (engine == ENGINE_GSO_ and sent == 0 and syscalls == 1
                         and (err == EINVAL or err == EIO or err == ENOPROTOOPT or err == EOPNOTSUPP)):
