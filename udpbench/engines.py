@@ -3,7 +3,7 @@
 - ``send``: one ``send()`` per datagram, the way iperf3 does it.
 - ``mmsg``: ``sendmmsg()`` with up to 64 datagrams per call: fewer syscalls, same datagrams.
 - ``gso``: UDP generic segmentation offload (``UDP_SEGMENT``, Linux 4.18+): one buffer of up
-  to 64 datagrams goes down the stack once and is cut into datagrams at the device (or in
+  to 128 datagrams (64 before Linux 6.x) goes down the stack once and is cut into datagrams at the device (or in
   software just before it), so the per-datagram cost of the stack is paid once per buffer.
   Every segment must fit the path MTU unfragmented, and the buffer must fit the 64 KiB IP
   limit, so GSO cannot send datagrams that need IP fragmentation.
