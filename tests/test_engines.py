@@ -4,8 +4,10 @@ Every measurement here runs on loopback at moderate rates, so exact accounting h
 loaded machine; timing is only asserted within generous bounds.
 """
 import errno
+import json
 import os
 import random
+import re
 import resource
 import signal
 import socket
@@ -101,16 +103,21 @@ def test_a_short_last_segment_is_split_off_and_checked(socket_pair):
     assert c["gro_buffers"] == 1 and c["max_segments"] == 4 and c["foreign"] == 0
 
 
-def test_kernel_refusing_gso_is_reported_not_counted_as_errors(socket_pair):
-    """With UDP checksums off (SO_NO_CHECK) the kernel refuses GSO with EINVAL: the loop
-    stops at once and says so, so the caller can fall back to mmsg."""
+def test_kernel_refusing_gso_falls_back_to_mmsg_in_the_same_run(socket_pair):
+    """With UDP checksums off (SO_NO_CHECK) the kernel refuses GSO with EINVAL: the loop goes
+    on with sendmmsg, every datagram still goes out once, and the refusal is not an error."""
     rx, tx = socket_pair
     tx.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_NO_CHECK", 11), 1)
-    result = _fast.send_datagrams(tx.fileno(), _fast.ENGINE_GSO, 500, SESSION, 0, 1.0, 0.0, max_count=640)
-    assert result["gso_refused"] == errno.EINVAL
-    assert result["sent"] == 0 and result["errors"] == {}
-    fallback = engines.refused(engines.Choice("gso", "auto"), result["gso_refused"])
-    assert fallback.label == "mmsg (gso: refused by the kernel (EINVAL))"
+    result, receiver = receive_while(rx, lambda: _fast.send_datagrams(
+        tx.fileno(), _fast.ENGINE_GSO, 500, SESSION, 0, 5.0, 0.0, max_count=640))
+    assert (result["gso_fallback_errno"], result["gso_sent"]) == (errno.EINVAL, 0)
+    assert result["sent"] == 640 and result["errors"] == {}
+    c = receiver.counts()
+    assert (c["received"], c["duplicates"], c["gro_buffers"]) == (640, 0, 0)
+    choice = engines.fell_back(engines.Choice("gso", "auto"), errno.EINVAL, 0)
+    assert choice.label == "mmsg (gso: refused by the kernel (EINVAL))"
+    later = engines.fell_back(engines.Choice("gso", "gso"), errno.EMSGSIZE, 88)
+    assert later.note == "gso: EMSGSIZE after 88 datagrams (path MTU fell below the payload); mmsg from there"
 
 
 # --- which engine runs ----------------------------------------------------------------------
@@ -273,3 +280,36 @@ def test_memory_does_not_grow_with_run_length():
     (client_short, server_short), (client_long, server_long) = peaks
     assert client_long - client_short < 20 * 1024
     assert server_long - server_short < 20 * 1024
+
+
+# --- through the lab: the path MTU falls below a GSO payload mid-run -------------------------
+
+@pytest.mark.lab
+def test_gso_gives_way_to_mmsg_when_the_path_mtu_shrinks_mid_run(lab):
+    """The client's route says 1500, the router's far link 1400: the first 1472-byte GSO
+    datagram (DF set) is dropped by the router with "fragmentation needed", the kernel then
+    refuses GSO with EMSGSIZE, and the run goes on with mmsg, fragmenting. Only what GSO sent
+    before the ICMP came back is lost, and the loss is the network's."""
+    lab.forget_pmtu()
+    server = lab.popen("server", [sys.executable, "-m", "udpbench", "serve", "--bind", lab.address("server"),
+                                  "--port", "1060", "--quiet"], stdout=subprocess.PIPE, text=True)
+    try:
+        server.stdout.readline()
+        out = lab.run("client", [sys.executable, "-m", "udpbench", "blast", lab.address("server"), "--size",
+                                 "1472", "--duration", "0.5", "--rate", "50M", "--json"],
+                      capture_output=True, text=True, timeout=30)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)
+    assert (row["engine"], row["engine_requested"]) == ("mmsg", "auto")
+    note = re.fullmatch(r"gso: EMSGSIZE after (\d+) datagrams? \(path MTU fell below the payload\); "
+                        r"mmsg from there", row["engine_note"])
+    assert note, row["engine_note"]
+    assert row["send_errors"] == 0
+    assert row["sent"] > 1000
+    assert 1 <= row["lost"] <= int(note.group(1))
+    assert row["loss_network"] == row["lost"]
+    assert row["path_mtu"] == lab.impairments().mtu  # learned during the run
+    assert row["fragments"] == 2

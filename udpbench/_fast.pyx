@@ -300,8 +300,9 @@ def send_datagrams(int fd, int engine, Py_ssize_t size, uint64_t session, uint64
     ``gap_p1_ns`` ... ``gap_p999_ns``), ``target_gap_ns``, lateness against the schedule
     (``late_p50_ns``, ``late_p99_ns``, ``late_max_ns``; paced only), ``schedule_resets``
     (times the sender fell more than 1 s behind and gave that time up), ``sleeps``,
-    ``overslept``, ``gso_refused`` (errno with which the kernel refused the first GSO send,
-    else 0; nothing was sent then) and ``interrupt`` (the exception a signal raised, or None).
+    ``overslept``, ``gso_fallback_errno`` (the errno with which the kernel refused a GSO send,
+    after which the loop went on with sendmmsg; else 0), ``gso_sent`` (datagrams sent by GSO
+    before that) and ``interrupt`` (the exception a signal raised, or None).
     """
     if size < HEADER_SIZE:
         raise ValueError(f"payload size {size} is smaller than the {HEADER_SIZE}-byte header")
@@ -356,7 +357,8 @@ def send_datagrams(int fd, int engine, Py_ssize_t size, uint64_t session, uint64
     cdef uint64_t now, deadline, due, tx, last_call = 0, gap, gap_min = <uint64_t>-1
     cdef uint64_t last_span = 0
     cdef double gap_mean = 0.0, gap_m2 = 0.0, delta  # Welford: stable at any gap size
-    cdef int n, r, err, refused = 0
+    cdef int n, r, err, gso_errno = 0
+    cdef uint64_t gso_sent = 0
     cdef ssize_t rs
     cdef object interrupt = None
     cdef bint signalled = 0
@@ -444,13 +446,18 @@ def send_datagrams(int fd, int engine, Py_ssize_t size, uint64_t session, uint64
                     most = OLD_GSO_SEGMENTS_
                     syscalls = 0
                     continue
-                if (engine == ENGINE_GSO_ and sent == 0 and syscalls == 1
-                        and (err == EINVAL or err == EIO or err == ENOPROTOOPT or err == EOPNOTSUPP)):
-                    refused = err  # this kernel or device cannot segment: the caller falls back
-                    break
+                if engine == ENGINE_GSO_ and (err == EMSGSIZE or err == EINVAL or err == EIO
+                                              or err == ENOPROTOOPT or err == EOPNOTSUPP):
+                    # The kernel will not segment: no GSO here (old kernel, no checksum offload)
+                    # or no longer (the path MTU fell below the payload mid-run). The same
+                    # datagrams go on by sendmmsg, which fragments or fails like any sender.
+                    gso_errno = err
+                    gso_sent = sent
+                    engine = ENGINE_MMSG_
+                    continue
                 errs[err if err < MAX_ERRNO else 0] += 1
                 scheduled += n  # the slot is spent; the same sequence number goes out next time
-        if interval_ns > 0 and t_stop == 0 and not signalled and not refused:
+        if interval_ns > 0 and t_stop == 0 and not signalled:
             # Stopped by count or flag: the interval ends where the next slot would have begun.
             t_stop = origin + <uint64_t>(<double>scheduled * interval_ns)
             if t_stop > t_end:
@@ -479,7 +486,8 @@ def send_datagrams(int fd, int engine, Py_ssize_t size, uint64_t session, uint64
         "schedule_resets": resets,
         "sleeps": pacer.sleeps,
         "overslept": pacer.overslept,
-        "gso_refused": refused,
+        "gso_fallback_errno": gso_errno,
+        "gso_sent": gso_sent,
         "interrupt": interrupt,
     }
     result.update(gaps.summary("gap"))

@@ -184,11 +184,11 @@ class Flow:
         before = kernel.snapshot(self.client.v6)
         tx = _fast.send_datagrams(self.sock.fileno(), engines.ENGINES[self.choice.engine], self.size,
                                   self.session, 0, self.duration, rate_pps, stop=stop, check_signals=main)
-        if tx["gso_refused"]:
-            # Nothing went out: the kernel or the device cannot segment. Same session, mmsg.
-            self.choice = engines.refused(self.choice, tx["gso_refused"])
-            tx = _fast.send_datagrams(self.sock.fileno(), engines.ENGINES["mmsg"], self.size, self.session,
-                                      0, self.duration, rate_pps, stop=stop, check_signals=main)
+        if tx["gso_fallback_errno"]:
+            self.choice = engines.fell_back(self.choice, tx["gso_fallback_errno"], tx["gso_sent"])
+        learned = sockopts.route_mtu(self.sock)
+        if learned and learned < self.mtu:
+            self.mtu = learned  # an ICMP "fragmentation needed" arrived during the run
         self.sender_counters = kernel.delta(before, kernel.snapshot(self.client.v6))
         self.tx = tx
         return tx

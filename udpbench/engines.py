@@ -9,6 +9,9 @@
   limit, so GSO cannot send datagrams that need IP fragmentation.
 - ``auto`` (the default): ``gso`` where it fits, ``mmsg`` otherwise.
 
+When the kernel refuses a GSO send, at the start or mid-run, the send loop goes on with
+``sendmmsg`` for the same session and the row says so.
+
 The engine a row reports is the one that ran; ``engine_requested`` and ``engine_note`` say
 what was asked for and why it was not used.
 """
@@ -72,10 +75,19 @@ def choose(requested: str, size: int, path_mtu: int, v6: bool, gso_available: bo
     return Choice("mmsg", requested, f"gso: {obstacle}")
 
 
-def refused(choice: Choice, err: int) -> Choice:
-    """The fallback after the kernel refused the first GSO send (no checksum offload, old kernel)."""
+def fell_back(choice: Choice, err: int, gso_sent: int) -> Choice:
+    """The engine after the kernel refused a GSO send and the loop went on with sendmmsg.
+
+    Refused at once: an old kernel, a device without checksum offload, UDP checksums off.
+    Refused later with EMSGSIZE: the path MTU fell below the payload during the run (an ICMP
+    "fragmentation needed" arrived), and GSO cannot fragment.
+    """
     name = errno.errorcode.get(err, str(err))
-    return Choice("mmsg", choice.requested, f"gso: refused by the kernel ({name})")
+    if gso_sent == 0:
+        return Choice("mmsg", choice.requested, f"gso: refused by the kernel ({name})")
+    why = " (path MTU fell below the payload)" if err == errno.EMSGSIZE else ""
+    plural = "" if gso_sent == 1 else "s"
+    return Choice("mmsg", choice.requested, f"gso: {name} after {gso_sent} datagram{plural}{why}; mmsg from there")
 
 
 def gso_available(sock: socket.socket) -> bool:
