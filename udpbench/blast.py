@@ -30,7 +30,7 @@ def run(args) -> int:
         raise UserError(str(exc)) from None
     with connect(args.host, args.port, args.family) as client:
         rate = args.rate if args.rate is not None else default_rate(client.server_addr[0])
-        row = client.blast(args.size, args.duration, rate, args.engine)
+        row = client.blast(args.size, args.duration, rate, args.engine, df=args.df)
     if args.json:
         print(json.dumps(results.public(row), default=str))
     else:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import secrets
 import socket
@@ -104,12 +105,16 @@ class Client:
             raise MeasurementError(f"control channel to {self.where} failed: {exc}") from None
 
     def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "send",
-              rcvbuf: int | None = None, path_mtu: int | None = None) -> dict:
+              rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False) -> dict:
         """Send ``size``-byte datagrams for ``duration`` seconds and return the measured row.
 
         ``rate_bps`` counts UDP payload bits per second (like iperf3 ``-b``); None or 0 is as
         fast as the kernel takes them. If a signal interrupts the blast, the row still comes
         back, marked ``interrupted``, after the server has reported.
+
+        ``df`` sets Don't Fragment on every datagram (IP_PMTUDISC_DO): the kernel refuses a
+        datagram larger than the path MTU it knows with EMSGSIZE instead of fragmenting it, and
+        the row comes back ``sendable: False`` with that errno in ``send_error``.
         """
         wire.check_size(size, self.v6)
         if engine not in ENGINES:
@@ -117,6 +122,8 @@ class Client:
         session = secrets.randbits(64)
         with self.data_socket() as sock:
             sockopts.set_buffers(sock, sndbuf=4 << 20)
+            if df:
+                sockopts.set_pmtu_mode(sock, sockopts.PMTUDISC_DO)
             mtu = path_mtu or sockopts.route_mtu(sock) or 1500
             start = {"type": "START", "session": session, "mode": "blast", "size": size,
                      "duration_s": duration, "rate_bps": rate_bps or 0, "engine": engine,
@@ -126,11 +133,24 @@ class Client:
             started = self._converse(start, "STARTED")
             before = kernel.snapshot(self.v6)
             rate_pps = (rate_bps / (8.0 * size)) if rate_bps else 0.0
-            tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, 0, duration, rate_pps)
+            # With DF, one datagram first: if the kernel refuses it (EMSGSIZE) the row is done,
+            # rather than spinning through a whole duration of refused sends.
+            first_error = _send_first(sock, session, size) if df else None
+            if first_error == errno.EMSGSIZE:
+                tx = _nothing_sent(first_error)
+            else:
+                first = 1 if first_error == 0 else 0
+                tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, first, duration, rate_pps)
+                tx["sent"] += first
+                if first_error:
+                    tx["errors"][first_error] = tx["errors"].get(first_error, 0) + 1
             sender_counters = kernel.delta(before, kernel.snapshot(self.v6))
             report = self._converse({"type": "STOP", "session": session, "sent": tx["sent"]}, "REPORT")
         row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu)
         row["rcvbuf"] = started.get("rcvbuf", 0)
+        row["df"] = df
+        row["sendable"] = tx["sent"] > 0 or not tx["errors"]
+        row["send_error"] = "" if row["sendable"] else errno_name(max(tx["errors"], key=tx["errors"].get))
         if tx["interrupt"] is not None:
             row["interrupted"] = True
             row["_interrupt"] = tx["interrupt"]
@@ -146,6 +166,22 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _send_first(sock: socket.socket, session: int, size: int) -> int:
+    """Send sequence number 0 from Python: 0 if the kernel took it, else the errno."""
+    try:
+        sock.send(wire.datagram(wire.Kind.DATA, session, 0, size, time.time_ns()))
+    except OSError as exc:
+        return exc.errno or errno.EIO
+    return 0
+
+
+def _nothing_sent(err: int) -> dict:
+    """What send_datagrams would report for a blast whose every datagram the kernel refused."""
+    return {"sent": 0, "next_seq": 0, "errors": {err: 1}, "elapsed_ns": 0, "syscalls": 1, "batch": 1,
+            "gap_min_ns": 0, "gap_max_ns": 0, "gap_mean_ns": 0.0, "gap_std_ns": 0.0,
+            "target_gap_ns": 0.0, "schedule_resets": 0, "interrupt": None}
 
 
 class ServerAbsent(UserError):

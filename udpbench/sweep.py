@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from . import __version__, frag, results, wire
+from . import mtu as path_mtu
 from .client import DEFAULT_LAN_RATE_BPS, ENGINES, connect, is_loopback
 from .errors import MeasurementError, UserError
 from .report import print_table
@@ -70,14 +71,14 @@ def default_output() -> Path:
 def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: float | None,
               engine: str, port: int = DEFAULT_PORT, family: int | None = None,
               output: Path | None = None, points: int = DEFAULT_POINTS, progress: bool = True,
-              argv: list[str] | None = None) -> tuple[dict, list[dict], Path | None]:
+              argv: list[str] | None = None, df: bool = False) -> tuple[dict, list[dict], Path | None]:
     """Run the sweep; save after every row. Returns (meta, rows, npz path)."""
     meta = {
         "tool": "udpbench", "version": __version__,
         "command": shlex.join(["udpbench", *argv]) if argv else None,
         "kernel": platform.release(), "machine": platform.machine(), "hostname": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": engine, "duration_s": duration,
-        "hosts": [],
+        "df": df, "hosts": [],
     }
     rows: list[dict] = []
     saved: Path | None = None
@@ -91,10 +92,13 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
         clients = []
         for host in hosts:
             client = stack.enter_context(connect(host, port, family))
-            mtu = client.path_mtu()
+            loopback = is_loopback(client.server_addr[0])
+            # Discovered, not assumed: the echo method through this client (exact, black-hole
+            # proof), else ICMP, else the route's MTU; loopback just reads its interface.
+            found = path_mtu.sweep_path_mtu(client, loopback)
+            mtu = found["path_mtu"]
             meta["hosts"].append({"host": host, "address": client.server_addr[0], "port": client.port,
-                                  "family": 6 if client.v6 else 4, "path_mtu": mtu,
-                                  "loopback": is_loopback(client.server_addr[0])})
+                                  "family": 6 if client.v6 else 4, "loopback": loopback, **found})
             clients.append((client, mtu))
         if sizes is None:
             reference = min((m if not is_loopback(c.server_addr[0]) else min(m, ETHERNET_MTU))
@@ -115,7 +119,7 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
                 for size in sizes:
                     bar.step(f"{client.host} {size} B")
                     try:
-                        row = client.blast(size, duration, host_rate, engine, path_mtu=mtu)
+                        row = client.blast(size, duration, host_rate, engine, path_mtu=mtu, df=df)
                     except MeasurementError as exc:
                         checkpoint()
                         kept = f"; {len(rows)} finished row(s) kept in {saved}" if saved else ""
@@ -167,6 +171,9 @@ def add_common_arguments(p) -> None:
                         "100M for any other host, a safety default)")
     p.add_argument("--engine", choices=list(ENGINES), default="send",
                    help="send: one send() per datagram; mmsg: sendmmsg batches; gso: UDP segmentation offload")
+    p.add_argument("--df", action="store_true",
+                   help="set Don't Fragment (IP_PMTUDISC_DO): sizes above the path MTU are refused "
+                        "by the kernel (EMSGSIZE) and reported as not sendable instead of fragmented")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
 
 
@@ -178,7 +185,7 @@ def run(args) -> int:
     try:
         meta, rows, saved = run_sweep(args.hosts, args.sizes, args.duration, args.rate, args.engine,
                                       args.port, args.family, output, args.points,
-                                      progress=not args.json, argv=argv)
+                                      progress=not args.json, argv=argv, df=args.df)
     except SweepInterrupted as stop:
         where = f"; {len(stop.rows)} finished row(s) saved in {stop.saved}" if stop.saved else ""
         print(f"udpbench: sweep interrupted{where}", file=sys.stderr)
@@ -186,8 +193,12 @@ def run(args) -> int:
     if args.json:
         print(json.dumps({"meta": meta, "rows": [results.public(r) for r in rows]}, default=str))
     else:
-        hosts = ", ".join(f"{h['host']} (MTU {h['path_mtu']})" for h in meta["hosts"])
-        print_table(rows, title=f"udpbench sweep: {hosts}")
+        hosts = ", ".join(f"{h['host']} (path MTU {h['path_mtu']} by {h['mtu_method']}"
+                          f"{', BLACK HOLE' if h['black_hole'] else ''})" for h in meta["hosts"])
+        print_table(rows, title=f"udpbench sweep: {hosts}{', DF set' if meta['df'] else ''}")
+        for h in meta["hosts"]:
+            for w in h["mtu_warnings"]:
+                print(f"udpbench: {h['host']}: {w}", file=sys.stderr)
     if saved:
         print(f"saved {saved} and {saved.with_suffix('.json')}", file=sys.stderr)
     return 0
