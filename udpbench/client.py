@@ -8,7 +8,7 @@ import secrets
 import socket
 import time
 
-from . import __version__, _fast, control, frag, kernel, sockopts, wire
+from . import __version__, _fast, control, frag, kernel, sockopts, stats, wire
 from .control import PeerClosed, PeerError, ProtocolError
 from .errors import MeasurementError, UserError
 from .server import DEFAULT_PORT, Server
@@ -116,7 +116,10 @@ class Client:
         datagram larger than the path MTU it knows with EMSGSIZE instead of fragmenting it, and
         the row comes back ``sendable: False`` with that errno in ``send_error``.
         """
-        wire.check_size(size, self.v6)
+        try:
+            wire.check_size(size, self.v6)
+        except wire.WireError as exc:
+            raise UserError(f"{self.host}: {exc}") from None
         if engine not in ENGINES:
             raise UserError(f"unknown engine {engine!r}: choose from {', '.join(ENGINES)}")
         session = secrets.randbits(64)
@@ -229,6 +232,11 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
     except ValueError:
         fragments, wire_per_datagram = 0, 0
     span_ns = report.get("max_transit_ns", 0) - report.get("min_transit_ns", 0)
+    receiver_counters = report.get("kernel", {})
+    causes = stats.attribute_loss(lost, sndbuf_errors=sender_counters.get("Udp.SndbufErrors", 0),
+                                  socket_drops=report.get("socket_drops"),
+                                  rcvbuf_errors=receiver_counters.get("Udp.RcvbufErrors", 0),
+                                  reasm_fails=receiver_counters.get("Ip.ReasmFails", 0))
     return {
         "host": client.host,
         "address": client.server_addr[0],
@@ -247,6 +255,7 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
         "late": report.get("late", 0),
         "lost": lost,
         "loss_ratio": lost / sent if sent else 0.0,
+        **causes,
         "loss_bursts": report.get("gap_events", 0),
         "longest_loss_burst": report.get("max_gap", 0),
         "max_reorder_distance": report.get("max_reorder", 0),
@@ -268,7 +277,7 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
         "foreign": report.get("foreign", 0),
         "socket_drops": report.get("socket_drops") or 0,
         "sender_counters": sender_counters,
-        "receiver_counters": report.get("kernel", {}),
+        "receiver_counters": receiver_counters,
         "drain_s": report.get("drain_s", 0.0),
     }
 
