@@ -506,7 +506,6 @@ def icmp_search(prober: Prober, limit: int, floor: int, target: str, max_probes:
                              f"small probes are answered: possible black hole at or below {size}")
             break
     result.probes = prober.sent
-    result.kernel_mtu = sockopts.route_mtu(prober.sock)
     result.elapsed_s = time.monotonic() - started
     return result
 
@@ -748,6 +747,7 @@ def discover(host: str, opts: Options, client=None) -> dict:
                 prober = Prober(s, session_id, opts.timeout)
                 keep = (lambda: session.keepalive(prober)) if session else None
                 icmp = icmp_search(prober, limit, floor, address, opts.max_probes, keep)
+                icmp.kernel_mtu = sockopts.route_mtu(s)  # what the kernel learned meanwhile
             out["icmp"] = icmp.as_dict()
             out["icmp_mtu"] = icmp.mtu
             out["probes"] += icmp.probes
