@@ -280,6 +280,23 @@ def test_both_methods_find_a_socket_mtu_cap_on_ipv6_loopback():
     assert found["icmp"].mtu == 1400 and found["icmp"].status == "confirmed"
 
 
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 on loopback")
+def test_echo_session_renewed_mid_search_keeps_answering(monkeypatch):
+    # The server ends an echo session after 10 s of control silence; long searches renew it.
+    monkeypatch.setattr(mtu, "SESSION_REFRESH_S", 0.0)  # renew before every round
+    with Server("::1", 0) as server, Client("::1", server.port) as client:
+        session = mtu.EchoSession(client).open()
+        try:
+            with client.data_socket() as sock:
+                sock.setsockopt(socket.IPPROTO_IPV6, sockopts.IPV6_MTU, 1337)
+                prober = mtu.Prober(sock, session.session)
+                result = mtu.echo_search(prober, 1500, 1280, keepalive=lambda: session.keepalive(prober))
+        finally:
+            session.close()
+    assert result.mtu == 1337 and result.status == "confirmed"
+    assert len(prober.sessions) == result.rounds + 1
+
+
 def test_text_output_names_the_path_mtu_and_payload(capsys):
     code = cli.main(["mtu", "127.0.0.1", "--port", str(free_udp_port()), "--method", "icmp"])
     out = capsys.readouterr().out

@@ -22,7 +22,6 @@ import secrets
 import select
 import socket
 import struct
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -211,6 +210,7 @@ class Prober:
         self.sock = sock
         self.v6 = sockopts.is_v6(sock)
         self.session = session
+        self.sessions = {session}  # answers to a renewed session's older probes still count
         self.fixed_timer = timeout
         self.srtt: float | None = None
         self.probes: dict[int, Probe] = {}
@@ -299,7 +299,7 @@ class Prober:
                 probe_id = None
                 with contextlib.suppress(wire.WireError):
                     header = wire.parse(data)  # the payload the ICMP quoted back
-                    if header.session == self.session:
+                    if header.session in self.sessions:
                         probe_id = header.seq
                 out.append(IcmpError(ee_errno, origin, etype, code, info,
                                      _offender(cdata[sockopts.SOCK_EXTENDED_ERR.size:]), probe_id))
@@ -321,7 +321,7 @@ class Prober:
                 header = wire.parse(data)
             except wire.WireError:
                 continue
-            if header.kind != wire.Kind.PROBE_ACK or header.session != self.session:
+            if header.kind != wire.Kind.PROBE_ACK or header.session not in self.sessions:
                 continue
             probe = self.probes.get(header.seq)
             if probe is None or len(data) < wire.PROBE_ACK_SIZE:
@@ -395,6 +395,7 @@ class EchoSession:
             self.close()
             self.open()
             prober.session = self.session
+            prober.sessions.add(self.session)
 
     def close(self) -> None:
         if self.session:
@@ -605,7 +606,11 @@ def echo_search(prober: Prober, limit: int, floor: int, max_probes: int = MAX_PR
                     lo = a.size
             for e in errors:
                 if e.too_big and not e.local:
-                    result.ptb.append({"from": e.offender, "mtu": e.info})
+                    seen = next((p for p in result.ptb if (p["from"], p["mtu"]) == (e.offender, e.info)), None)
+                    if seen is None:
+                        result.ptb.append({"from": e.offender, "mtu": e.info, "count": 1})
+                    else:
+                        seen["count"] += 1
                 elif e.port_unreachable:
                     raise MeasurementError("the server's UDP port is closed (ICMP port unreachable): "
                                            "is the udpbench server still running?")
@@ -930,7 +935,7 @@ def format_text(r: dict) -> str:
         what = (f"{e['mtu']}" if e["mtu"] else "-").rjust(6)
         if e["status"] == "confirmed" and e["mtu"]:
             how = (f"{e['mtu']} acked, {e['too_big']} lost every try" if e["too_big"]
-                   else f"{e['mtu']} acked, the interface's limit")
+                   else f"{e['mtu']} acked, the top of the range")
         else:
             how = e["detail"] or e["status"]
         timer = f", timer {e['timer_s'] * 1e3:.0f} ms" if e["timer_s"] is not None else ""
@@ -941,5 +946,7 @@ def format_text(r: dict) -> str:
                      f"({fam}){'  BLACK HOLE' if r['black_hole'] else ''}  [{r['elapsed_s']:.2f} s]")
     else:
         lines.append(f"path MTU not found  [{r['elapsed_s']:.2f} s]")
-    lines += [f"warning: {w}" for w in r["warnings"]]
+    # a method's own verdict is already on its line above
+    shown = tuple(f"{m}: " for m in ("icmp", "echo") if r.get(m))
+    lines += [f"warning: {w}" for w in r["warnings"] if not w.startswith(shown or ("\0",))]
     return "\n".join(lines)
