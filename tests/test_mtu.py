@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from udpbench import cli, mtu, sockopts
+from udpbench import cli, frag, mtu, sockopts
 from udpbench.client import Client
 from udpbench.server import Server
 
@@ -461,7 +461,11 @@ def test_sweep_through_1400_shows_fragment_boundaries_where_the_arithmetic_says(
     assert [row["fragments"] for row in r["rows"]] == [1, 2, 2, 3]
     for row in r["rows"]:
         assert row["received"] > 0 and row["sendable"] is True
-        assert row["wire_bps"] > row["goodput_bps"]
+        # wire bytes at the path MTU (1400), not the interface's (1500)
+        assert row["wire_bps"] == pytest.approx(row["goodput_bps"] * frag.wire_bytes(row["size"], 1400)
+                                                / row["size"])
+    # 1373 B at 1400: fragments of 1396 and 25 IP bytes, the small one padded to Ethernet's minimum
+    assert frag.wire_bytes(1373, 1400) == (1396 + 38) + (46 + 38)
 
 
 @pytest.mark.lab

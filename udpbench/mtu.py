@@ -623,14 +623,14 @@ def echo_search(prober: Prober, limit: int, floor: int, max_probes: int = MAX_PR
                 continue
             if prober.probes[cid].acked:
                 fails[size] = fails.get(size, 0) + 1
-        if answered == 0:
+        if pairs and answered == 0:  # (a round the kernel refused whole says nothing of the path)
             silent_rounds += 1
             if silent_rounds >= max_probes:
                 result.status = "silent"
                 result.detail = (f"the server answered none of {prober.sent} probes and "
                                  f"{prober.companions} companions: UDP to it is filtered or lost")
                 break
-        else:
+        elif answered:
             silent_rounds = 0
         if any(n >= max_probes and s <= lo for s, n in fails.items()):
             # a size failed every try, yet a larger one passed: paths of different MTUs (ECMP)
