@@ -623,6 +623,9 @@ def add_parser(commands):
 
     down = actions.add_parser("down", parents=[prefix], help="remove the lab (idempotent)")
     down.set_defaults(lab_func=_run_down)
+
+    from . import demo  # the demo builds its own lab (prefix ubdemo)
+    demo.add_action(actions, parents=[])
     parser.set_defaults(func=run)
 
 
