@@ -1,7 +1,6 @@
 """In the lab: datagram loss through a lossy link, against the law for k fragments, and its cause."""
 import json
 import math
-import select
 import subprocess
 import sys
 
@@ -13,18 +12,6 @@ pytestmark = pytest.mark.lab
 
 PER_PACKET_LOSS = 0.02  # the router drops each IP packet (each fragment) with this probability
 MTU = 1400
-
-
-def start_server(lab):
-    address = lab.address("server")
-    proc = lab.popen("server", [sys.executable, "-m", "udpbench", "serve", "--bind", address, "--quiet"],
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([proc.stdout], [], [], 15)
-    line = proc.stdout.readline() if ready else ""
-    if "serving on" not in line:
-        proc.kill()
-        raise AssertionError(f"server did not start: {line!r} {proc.stderr.read()!r}")
-    return proc, address
 
 
 LEARN_PMTU = """
@@ -63,7 +50,7 @@ def test_loss_of_k_fragment_datagrams_follows_the_law(make_lab):
     lab = make_lab(mtu=MTU, loss=100 * PER_PACKET_LOSS)
     # room for every incomplete datagram of the run, so only the link loses fragments
     set_reassembly_memory(lab, "server", 256 << 20)
-    server, address = start_server(lab)
+    server, address = lab.serve(), lab.address("server")
     try:
         # The client fragments at its route's MTU: let it learn the path MTU, as PMTUD would,
         # so that each datagram crosses the lossy link as exactly frag.fragments(size, 1400) packets.
@@ -100,7 +87,7 @@ def test_fragment_memory_exhaustion_is_attributed_to_reassembly(make_lab):
     the datagrams died in reassembly at the receiver, not on the link."""
     lab = make_lab(mtu=MTU, loss=100 * PER_PACKET_LOSS)
     set_reassembly_memory(lab, "server", 400_000)
-    server, address = start_server(lab)
+    server, address = lab.serve(), lab.address("server")
     try:
         learn_path_mtu(lab, address)
         done = lab.run("client", [sys.executable, "-m", "udpbench", "blast", address, "--size", "16000",

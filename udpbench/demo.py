@@ -6,26 +6,13 @@ lab path. The lab is removed afterwards, whatever happened.
 """
 from __future__ import annotations
 
-import select
 import subprocess
 import sys
 from pathlib import Path
 
-from .errors import MeasurementError
 from .lab import Lab
 
 DEMO_PREFIX = "ubdemo"
-
-
-def _start_server(lab: Lab, address: str) -> subprocess.Popen:
-    server = lab.popen("server", [sys.executable, "-m", "udpbench", "serve", "--bind", address, "--quiet"],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ready, _, _ = select.select([server.stdout], [], [], 20)
-    line = server.stdout.readline() if ready else ""
-    if "serving on" not in line:
-        server.kill()
-        raise MeasurementError(f"the lab's server did not start: {line.strip() or server.stderr.read().strip()}")
-    return server
 
 
 def run_demo(output: Path, mtu: int = 1400, loss: float = 1.0, duration: float = 1.0, points: int = 16,
@@ -34,7 +21,7 @@ def run_demo(output: Path, mtu: int = 1400, loss: float = 1.0, duration: float =
     plot = (plot or output.with_suffix(".png")).resolve()
     with Lab(DEMO_PREFIX, mtu=mtu, loss=loss) as lab:
         address = lab.address("server")
-        server = _start_server(lab, address)
+        server = lab.serve()
         try:
             argv = [sys.executable, "-m", "udpbench", "sweep", "127.0.0.1", address,
                     "--duration", str(duration), "--points", str(points), "--rate", rate,
