@@ -127,7 +127,8 @@ class Client:
             sockopts.set_buffers(sock, sndbuf=4 << 20)
             if df:
                 sockopts.set_pmtu_mode(sock, sockopts.PMTUDISC_DO)
-            mtu = path_mtu or sockopts.route_mtu(sock) or 1500
+            sender_mtu = sockopts.route_mtu(sock) or 1500  # where this kernel fragments
+            mtu = path_mtu or sender_mtu
             start = {"type": "START", "session": session, "mode": "blast", "size": size,
                      "duration_s": duration, "rate_bps": rate_bps or 0, "engine": engine,
                      "client_port": sock.getsockname()[1]}
@@ -149,7 +150,7 @@ class Client:
                     tx["errors"][first_error] = tx["errors"].get(first_error, 0) + 1
             sender_counters = kernel.delta(before, kernel.snapshot(self.v6))
             report = self._converse({"type": "STOP", "session": session, "sent": tx["sent"]}, "REPORT")
-        row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu)
+        row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu, sender_mtu)
         row["rcvbuf"] = started.get("rcvbuf", 0)
         row["df"] = df
         row["sendable"] = tx["sent"] > 0 or not tx["errors"]
@@ -220,15 +221,16 @@ def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embe
 
 
 def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: float | None,
-             tx: dict, report: dict, sender_counters: dict, mtu: int) -> dict:
+             tx: dict, report: dict, sender_counters: dict, mtu: int, sender_mtu: int | None = None) -> dict:
     """One row: what was sent, what arrived, and what each number means per DESIGN.md."""
     elapsed = tx["elapsed_ns"] / 1e9 or duration
     sent = tx["sent"]
     received = report.get("received", 0)
     lost = sent - received
     try:
-        fragments = frag.fragments(size, mtu, client.v6)
-        wire_per_datagram = frag.wire_bytes(size, mtu, client.v6)
+        packets = frag.fragment_sizes_on_path(size, sender_mtu or mtu, mtu, client.v6)
+        fragments = len(packets)
+        wire_per_datagram = frag.wire_bytes_of(packets)
     except ValueError:
         fragments, wire_per_datagram = 0, 0
     span_ns = report.get("max_transit_ns", 0) - report.get("min_transit_ns", 0)
@@ -267,6 +269,7 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
         "jitter_ms": report.get("jitter_ms", 0.0),
         "delay_spread_ms": span_ns / 1e6 if received else 0.0,
         "path_mtu": mtu,
+        "sender_mtu": sender_mtu or mtu,
         "fragments": fragments,
         "syscalls": tx["syscalls"],
         "batch": tx["batch"],
