@@ -157,3 +157,124 @@ def test_serve_says_where_it_listens():
     assert "serving on 127.0.0.1:" in text and "this machine only" in text
     assert "answers discovery broadcasts" in text and LOOPBACK_BROADCAST in text
     assert "--drop 0.25 --seed 9" in text
+
+
+# --- in the lab: a real segment, real broadcasts, addresses that mean something --------------------
+
+class Served:
+    """`udpbench serve` running in a lab node, until the test ends."""
+
+    def __init__(self, lab, node: str, *args: str):
+        self.proc = lab.popen(node, [sys.executable, "-m", "udpbench", "serve", "--quiet", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.banner = ""
+
+    def ready(self) -> "Served":
+        self.banner = self.proc.stdout.readline()
+        if "serving on" not in self.banner:
+            self.stop()
+            raise AssertionError(f"serve did not start: {self.banner!r} {self.proc.stderr.read()!r}")
+        return self
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def serve_in():
+    started: list[Served] = []
+
+    def start(lab, node, *many):
+        """start(lab, node, [args], [args]...): start them all, then wait for each to listen."""
+        batch = [Served(lab, node, *map(str, args)) for args in many]
+        started.extend(batch)
+        return [served.ready() for served in batch]
+
+    try:
+        yield start
+    finally:
+        for served in started:
+            served.stop()
+
+
+def udpbench_in(lab, node: str, *args, timeout: float = 30.0) -> subprocess.CompletedProcess:
+    return lab.run(node, [sys.executable, "-m", "udpbench", *map(str, args)], capture_output=True,
+                   text=True, timeout=timeout)
+
+
+def found_ports(proc: subprocess.CompletedProcess) -> dict[int, list[str]]:
+    out = json.loads(proc.stdout) if proc.stdout.strip() else {"servers": []}
+    ports: dict[int, list[str]] = {}
+    for s in out["servers"]:
+        ports.setdefault(s["port"], []).append(s["address"])
+    return ports
+
+
+@pytest.mark.lab
+def test_lab_discover_finds_servers_on_the_segment_by_their_binding(lab, serve_in):
+    """From the router, the server's segment: a wildcard server and one bound to its lab address
+    answer; one bound to 127.0.0.1 does not (it hears only loopback broadcasts)."""
+    server_ip = lab.address("server")
+    segment_broadcast = server_ip.rsplit(".", 1)[0] + ".255"
+    _, bound, _ = serve_in(lab, "server", ["--port", 1061], ["--port", 1062, "--bind", server_ip],
+                           ["--port", 1063, "--bind", "127.0.0.1"])
+    assert "answers discovery broadcasts" in bound.proc.stdout.readline() + bound.proc.stdout.readline()
+    router_side = lab.interface("router", toward="server")
+    # one process in the router runs every search (interpreter start-up is the slow part)
+    searches = [(port, target) for port in (1061, 1062, 1063)
+                for target in ((segment_broadcast, None), ("255.255.255.255", router_side))]
+    program = ("import json, sys; from udpbench.discover import discover; "
+               "print(json.dumps([discover(b, p, 0.3, interface=i) for p, (b, i) in json.loads(sys.argv[1])]))")
+    proc = lab.run("router", [sys.executable, "-c", program, json.dumps(searches)], capture_output=True,
+                   text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    for (port, target), result in zip(searches, json.loads(proc.stdout)):
+        assert result["sent"] == 3
+        expect = [] if port == 1063 else [server_ip]
+        assert [s["address"] for s in result["servers"] if s["port"] == port] == expect, (port, target)
+    # and on its own machine the 127.0.0.1 server is found through loopback's broadcast
+    proc = udpbench_in(lab, "server", "discover", "--port", 1063, "--timeout", "0.3", "--json")
+    assert found_ports(proc) == {1063: ["127.0.0.1"]}
+
+
+@pytest.mark.lab
+def test_lab_limited_broadcast_needs_an_interface_without_a_default_route(lab):
+    proc = udpbench_in(lab, "router", "discover", "--broadcast", "255.255.255.255", "--timeout", "0.1")
+    assert proc.returncode == 1 and "--interface" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.lab
+def test_lab_bound_address_decides_who_can_reach_the_server(lab, serve_in):
+    """127.0.0.1 serves its own machine only; the lab address serves the lab."""
+    server_ip = lab.address("server")
+    serve_in(lab, "server", ["--port", 1064, "--bind", "127.0.0.1"], ["--port", 1065, "--bind", server_ip])
+    far = udpbench_in(lab, "client", "ping", server_ip, "--port", 1064, "-c", 1, "--json")
+    assert far.returncode == 2 and "no udpbench server" in far.stderr
+    near = udpbench_in(lab, "server", "ping", "127.0.0.1", "--port", 1064, "-c", 2, "-i", "0.01", "--json")
+    assert near.returncode == 0 and json.loads(near.stdout)["received"] == 2
+    lab_side = udpbench_in(lab, "client", "ping", server_ip, "--port", 1065, "-c", 2, "-i", "0.01", "--json")
+    assert lab_side.returncode == 0, lab_side.stderr
+    result = json.loads(lab_side.stdout)
+    assert result["received"] == 2 and result["address"] == server_ip
+    # bound to its lab address, the server does not answer on its own loopback either
+    self_lo = udpbench_in(lab, "server", "ping", "127.0.0.1", "--port", 1065, "-c", 1)
+    assert self_lo.returncode == 2
+
+
+@pytest.mark.lab
+def test_lab_ping_through_the_router_against_drop(lab, serve_in):
+    serve_in(lab, "server", ["--port", 1066, "--drop", 0.5, "--seed", 11])
+    proc = udpbench_in(lab, "client", "ping", lab.address("server"), "--port", 1066, "-c", 12, "-i", "0.001",
+                       "--rto-initial", "0.05", "--rto-min", "0.05", "--rto-max", "0.8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["received"] + r["lost"] == r["sent"] == 12 and max(r["attempts"]) > 1
+    # no loss in the lab itself: the server's own counts close the books
+    assert r["server"]["echo_requests"] == r["transmissions"]
+    assert r["server"]["echo_answered"] == r["replies"]

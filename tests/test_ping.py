@@ -354,3 +354,57 @@ def test_ping_without_a_server_is_one_line(capsys):
     assert main(["ping", "127.0.0.1", "--port", str(port)]) == 2
     err = capsys.readouterr().err
     assert "no udpbench server" in err and err.count("\n") == 1
+
+
+def test_replies_leave_from_the_address_the_request_went_to():
+    """A wildcard server on a host with several addresses: 127.0.0.2 is asked, 127.0.0.1 is the
+    client's source; a reply from 127.0.0.1 would be dropped by the connected socket."""
+    with Server(None, 0) as server:
+        for host in ("127.0.0.2", "::1"):
+            r = ping.ping(host, server.port, count=2, interval=0.001,
+                          estimator=RtoEstimator(0.5, 0.05, 0.5))
+            assert r["received"] == 2 and r["transmissions"] == 2, host
+
+
+def test_echo_session_lives_as_long_as_the_client_said(monkeypatch):
+    """START echo carries duration_s: the server waits that long (plus grace) for STOP."""
+    from udpbench import server as server_mod
+
+    monkeypatch.setattr(server_mod, "SESSION_GRACE_S", 0.1)
+    with Server("127.0.0.1", 0) as server, socket.create_connection(("127.0.0.1", server.port), timeout=5) as tcp:
+        ch = control.Channel(tcp)
+        ch.send({"type": "HELLO", "version": control.PROTOCOL_VERSION})
+        ch.expect("HELLO")
+        ch.send({"type": "START", "session": 8, "mode": "echo", "duration_s": 0.3})
+        ch.expect("STARTED")
+        started = time.monotonic()
+        with pytest.raises(control.PeerError, match="silent"):
+            ch.recv(timeout=5)
+        assert 0.3 <= time.monotonic() - started < 4  # 0.4 s, not the 10 s default
+
+
+@pytest.mark.lab
+def test_lab_df_finds_the_path_mtu_and_gives_up_at_once(lab):
+    """The router's link to the server has MTU 1400 (the lab fixture's): with don't-fragment a
+    1400-byte payload (1428 IP bytes) cannot pass; without it, it does once the PMTU is learned."""
+    import subprocess
+    import sys
+
+    server = lab.popen("server", [sys.executable, "-m", "udpbench", "serve", "--quiet", "--port", "1070"],
+                       stdout=subprocess.PIPE, text=True)
+    try:
+        assert "serving on" in server.stdout.readline()
+        common = [lab.address("server"), "--port", "1070", "-s", "1400", "-c", "2", "-i", "0.01",
+                  "--rto-initial", "0.2", "--rto-min", "0.05", "--rto-max", "0.4", "--json"]
+        df = lab.run("client", [sys.executable, "-m", "udpbench", "ping", *common, "--df"],
+                     capture_output=True, text=True, timeout=30)
+        r = json.loads(df.stdout)
+        assert df.returncode == 1 and r["verdict"] == "too-big" and r["path_mtu"] == 1400
+        assert [q["reason"] for q in r["requests"]] == ["too-big", "too-big"]
+        plain = lab.run("client", [sys.executable, "-m", "udpbench", "ping", *common],
+                        capture_output=True, text=True, timeout=30)
+        r = json.loads(plain.stdout)
+        assert plain.returncode == 0 and r["received"] == 2 and r["path_mtu"] == 1400
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import NamedTuple
 
-from . import __version__, control, wire
+from . import __version__, control, sockopts, wire
 from .errors import MeasurementError, UserError
 
 DEFAULT_PORT = 1060  # the server's (server.DEFAULT_PORT; not imported: server imports this module)
@@ -217,17 +217,27 @@ def check_target(text: str) -> str:
 
 
 def discover(broadcast: str = DEFAULT_BROADCAST, port: int = DEFAULT_PORT,
-             timeout: float = DEFAULT_TIMEOUT_S, sends: int = DEFAULT_SENDS, on_found=None) -> dict:
+             timeout: float = DEFAULT_TIMEOUT_S, sends: int = DEFAULT_SENDS, interface: str | None = None,
+             on_found=None) -> dict:
     """Search once; return {broadcast, port, sent, servers: [...], duplicates, foreign, elapsed_s}.
 
     Exactly ``sends`` datagrams go out, at 0, T/sends, 2T/sends... of the timeout T, and
     replies are collected until T. Servers are listed in the order they answered.
+    ``interface`` names the interface the datagrams leave by (IP_PKTINFO, no privilege
+    needed): 255.255.255.255 otherwise follows the default route, and fails without one.
     """
     broadcast = check_target(broadcast)
     if not 0 < port <= 65535:
         raise UserError(f"port {port} is outside 1-65535")
     if not 1 <= sends <= 10:
         raise UserError("sends must be 1-10")
+    ancillary = []
+    if interface is not None:
+        try:
+            ifindex = socket.if_nametoindex(interface)
+        except OSError:
+            raise UserError(f"--interface {interface!r}: no such interface here") from None
+        ancillary = [(sockopts.SOL_IP, sockopts.IP_PKTINFO, sockopts.IN_PKTINFO.pack(ifindex, bytes(4), bytes(4)))]
     nonce = secrets.randbits(64)
     servers: dict[tuple[str, int], dict] = {}
     sent_at: dict[int, int] = {}  # seq -> monotonic ns
@@ -243,12 +253,12 @@ def discover(broadcast: str = DEFAULT_BROADCAST, port: int = DEFAULT_PORT,
             if sent < sends and now >= send_times[sent]:
                 sent_at[sent] = time.monotonic_ns()
                 try:
-                    sock.sendto(request(nonce, sent), (broadcast, port))
+                    sock.sendmsg([request(nonce, sent)], ancillary, 0, (broadcast, port))
                 except OSError as exc:
                     hint = ""
-                    if broadcast == LIMITED_BROADCAST:
-                        hint = " (255.255.255.255 goes out the default route's interface: name a " \
-                               "directed broadcast such as 192.0.2.255 instead)"
+                    if broadcast == LIMITED_BROADCAST and interface is None:
+                        hint = " (255.255.255.255 leaves by the default route's interface: name one " \
+                               "with --interface, or give the segment's directed broadcast address)"
                     raise MeasurementError(f"cannot send discovery to {broadcast} port {port}: "
                                            f"{exc.strerror}{hint}") from None
                 sent += 1
@@ -286,7 +296,7 @@ def discover(broadcast: str = DEFAULT_BROADCAST, port: int = DEFAULT_PORT,
             servers[key] = found
             if on_found:
                 on_found(found)
-    return {"broadcast": broadcast, "port": port, "sent": sent, "timeout_s": timeout,
+    return {"broadcast": broadcast, "port": port, "interface": interface, "sent": sent, "timeout_s": timeout,
             "servers": list(servers.values()), "duplicates": duplicates, "foreign": foreign,
             "elapsed_s": round(time.monotonic() - start, 3)}
 
@@ -300,6 +310,8 @@ def add_parser(commands) -> None:
                     "segment's directed broadcast address.")
     p.add_argument("--broadcast", metavar="ADDR", default=DEFAULT_BROADCAST,
                    help=f"IPv4 address to send to (default {DEFAULT_BROADCAST}: this machine only)")
+    p.add_argument("--interface", metavar="IFACE", default=None,
+                   help="send out of this interface (needed for 255.255.255.255 without a default route)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     p.add_argument("--timeout", type=_timeout, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"seconds to listen for answers (default {DEFAULT_TIMEOUT_S:g}; "
@@ -319,7 +331,7 @@ def _timeout(text: str) -> float:
 
 
 def run(args) -> int:
-    result = discover(args.broadcast, args.port, args.timeout)
+    result = discover(args.broadcast, args.port, args.timeout, interface=args.interface)
     if args.json:
         print(json.dumps(result))
     else:
@@ -330,6 +342,8 @@ def run(args) -> int:
                 print(f"{s['address']:<16} {s['port']:>5}  {s['server']:<20} {s['protocol']!s:>8} "
                       f"{s['rtt_ms']:>8.3f}")
         where = f"{result['broadcast']} port {result['port']}"
+        if result["interface"]:
+            where += f" via {result['interface']}"
         scope = " (this machine only; --broadcast 255.255.255.255 searches the LAN)" \
             if result["broadcast"] == DEFAULT_BROADCAST else ""
         print(f"{len(servers)} server(s) answered {result['sent']} discovery datagram(s) to {where} "

@@ -27,7 +27,7 @@ import struct
 import sys
 import time
 
-from . import wire
+from . import sockopts, wire
 from .client import Client, format_hostport
 from .errors import MeasurementError, UserError
 from .server import DEFAULT_PORT, MAX_DURATION_S
@@ -94,6 +94,7 @@ class Try:
     timeout_s: float
     sent: bool = True  # False: the kernel refused it (see send_errors)
     replied: bool = False
+    errno: int = 0  # why the kernel refused it
 
 
 @dataclasses.dataclass
@@ -150,7 +151,8 @@ class Pinger:
         self.late = 0  # ... of those, replies to a request given up
         self.duplicates = 0  # a second reply to the same try
         self.foreign = 0  # arrived on the socket but not a reply of this session
-        self.refused = 0  # ICMP port unreachable reported on the socket
+        self.refused = 0  # ICMP port unreachable reported on the socket (ECONNREFUSED)
+        self.icmp_errors: dict[str, int] = {}  # every error the socket reported, by errno name
         self.send_errors: dict[str, int] = {}
         self.interrupted = False
         self.deadline_reached = False
@@ -171,6 +173,7 @@ class Pinger:
             attempt.sent = False
         except OSError as exc:
             attempt.sent = False
+            attempt.errno = exc.errno
             name = errno.errorcode.get(exc.errno, str(exc.errno))
             self.send_errors[name] = self.send_errors.get(name, 0) + 1
         request.tries.append(attempt)
@@ -191,11 +194,14 @@ class Pinger:
                 return
             except InterruptedError:
                 continue
-            except ConnectionRefusedError:  # ICMP port unreachable for an earlier request
-                self.refused += 1
-                continue
-            except OSError:  # another ICMP error (host unreachable...): the request goes unanswered
-                self.refused += 1
+            except OSError as exc:
+                # An ICMP error for an earlier datagram (port unreachable: ECONNREFUSED; with
+                # --df, fragmentation needed: EMSGSIZE; host unreachable...): that try goes
+                # unanswered, and the error is counted.
+                name = errno.errorcode.get(exc.errno, str(exc.errno))
+                self.icmp_errors[name] = self.icmp_errors.get(name, 0) + 1
+                if exc.errno == errno.ECONNREFUSED:
+                    self.refused += 1
                 continue
             rx_mono = time.monotonic_ns()
             rx_real = None
@@ -249,12 +255,22 @@ class Pinger:
 
     # --- the exchange --------------------------------------------------------------------------
 
+    @staticmethod
+    def _waited(request: Request) -> float:
+        return (time.monotonic_ns() - request.tries[0].sent_ns) / 1e9
+
     def exchange(self, request: Request, deadline_ns: int) -> None:
         """Send ``request`` and retransmit it with a doubling timeout until answered or given up."""
         self.current = request
         timeout = self.rto.rto
         while True:
             attempt = self._send(request, timeout)
+            if attempt.errno == errno.EMSGSIZE:
+                # Don't-fragment and larger than the path MTU the kernel knows: no retry can
+                # make it fit (the classic big_sender.py lesson).
+                request.outcome, request.reason = "lost", "too-big"
+                self.on_event("lost", request=request, waited_s=self._waited(request))
+                return
             expires = attempt.sent_ns + int(timeout * 1e9)
             self._receive_until(min(expires, deadline_ns), stop_when_answered=request)
             if request.outcome == "answered":
@@ -262,11 +278,11 @@ class Pinger:
             if time.monotonic_ns() >= deadline_ns:
                 request.outcome, request.reason = "lost", "deadline"
                 self.deadline_reached = True
-                self.on_event("lost", request=request)
+                self.on_event("lost", request=request, waited_s=self._waited(request))
                 return
             if timeout >= self.rto.maximum:
                 request.outcome, request.reason = "lost", "ceiling"
-                self.on_event("lost", request=request)
+                self.on_event("lost", request=request, waited_s=self._waited(request))
                 return
             timeout = min(timeout * 2, self.rto.maximum)
             self.on_event("retransmit", request=request, try_number=len(request.tries) + 1,
@@ -331,9 +347,17 @@ class Pinger:
         else:
             stats = dict.fromkeys(("rtt_min_ms", "rtt_avg_ms", "rtt_max_ms", "rtt_mdev_ms",
                                    "rtt_p50_ms", "rtt_p90_ms", "rtt_p99_ms"))
-        verdict = "down" if self.down or (sent and not received and not self.interrupted) else "alive"
-        if self.interrupted and not received:
+        reasons = {r.reason for r in self.requests if r.outcome == "lost"}
+        if received:
+            verdict = "alive"
+        elif self.interrupted or not sent:
             verdict = "unknown"
+        elif reasons == {"too-big"}:
+            verdict = "too-big"  # the server may be fine: the requests never left this host
+        else:
+            verdict = "down"
+        if self.down:
+            verdict = "down"
         return {
             "size": self.size,
             "sent": sent,
@@ -341,7 +365,7 @@ class Pinger:
             "lost": lost,
             "loss_ratio": lost / sent if sent else 0.0,
             "transmissions": self.transmissions,
-            "retransmissions": sum(len(r.tries) - 1 for r in self.requests),
+            "retransmissions": sum(t.sent for r in self.requests for t in r.tries[1:]),
             "replies": self.replies,
             "datagram_loss_ratio": 1 - self.replies / self.transmissions if self.transmissions else 0.0,
             "stale": self.stale,
@@ -349,6 +373,8 @@ class Pinger:
             "duplicates": self.duplicates,
             "foreign": self.foreign,
             "refused": self.refused,
+            "icmp_errors": dict(self.icmp_errors),
+            "path_mtu": sockopts.route_mtu(self.sock),
             "send_errors": dict(self.send_errors),
             **stats,
             "srtt_ms": None if self.rto.srtt is None else self.rto.srtt * 1e3,
@@ -370,8 +396,13 @@ class Pinger:
 
 def ping(host: str, port: int = DEFAULT_PORT, family: int | None = None, count: int = DEFAULT_COUNT,
          size: int = DEFAULT_SIZE, interval: float = DEFAULT_INTERVAL_S, deadline: float | None = None,
-         estimator: RtoEstimator | None = None, on_event=None) -> dict:
-    """Open an echo session with the server at ``host`` and ping it; return the summary."""
+         estimator: RtoEstimator | None = None, on_event=None, df: bool = False) -> dict:
+    """Open an echo session with the server at ``host`` and ping it; return the summary.
+
+    ``df``: set don't-fragment (IP_PMTUDISC_DO) so a request larger than the path MTU is
+    refused by the kernel (EMSGSIZE) or by a router (ICMP fragmentation needed) instead of
+    being fragmented.
+    """
     check_count(count)
     estimator = estimator or RtoEstimator()
     if deadline is None:
@@ -390,6 +421,8 @@ def ping(host: str, port: int = DEFAULT_PORT, family: int | None = None, count: 
         with client.data_socket() as sock:
             if data_port != client.port:
                 sock.connect((client.server_addr[0], data_port, *client.server_addr[2:]))
+            if df:
+                sockopts.set_pmtu_mode(sock, sockopts.PMTUDISC_DO)
             pinger = Pinger(sock, session, size, estimator, on_event)
             summary = pinger.run(count, interval, deadline)
         try:
@@ -397,7 +430,8 @@ def ping(host: str, port: int = DEFAULT_PORT, family: int | None = None, count: 
         except MeasurementError as exc:  # what was measured stands; say what is missing
             report = {"error": str(exc)}
     head = {"host": host, "address": client.server_addr[0], "port": data_port,
-            "family": 6 if client.v6 else 4, "count": count, "interval_s": interval, "deadline_s": deadline}
+            "family": 6 if client.v6 else 4, "count": count, "interval_s": interval, "deadline_s": deadline,
+            "df": df}
     server = {k: v for k, v in report.items() if k.startswith("echo_") or k in ("drop", "error")}
     return {**head, **summary, "server": server}
 
@@ -452,6 +486,9 @@ def add_parser(commands) -> None:
     p.add_argument("--rto-max", type=_seconds("--rto-max", 0.001, 60.0), default=RTO_MAX_S, metavar="S",
                    help=f"ceiling of the backoff: a request unanswered at this timeout is given up "
                         f"(default {RTO_MAX_S:g})")
+    p.add_argument("--df", action="store_true",
+                   help="don't fragment: a request larger than the path MTU fails (EMSGSIZE) "
+                        "instead of being fragmented, like ping -M do")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
     p.set_defaults(func=run)
@@ -462,7 +499,7 @@ def run(args) -> int:
     estimator = RtoEstimator(args.rto_initial, args.rto_min, args.rto_max)
     printer = None if (args.quiet or args.json) else LinePrinter(args.host, args.size, args.count)
     result = ping(args.host, args.port, args.family, args.count, args.size, args.interval, args.deadline,
-                  estimator, printer)
+                  estimator, printer, df=args.df)
     if args.json:
         print(json.dumps(result))
     else:
@@ -494,11 +531,14 @@ class LinePrinter:
             line = (f"{seq}: no reply within {last * 1e3:.0f} ms, try {f['try_number']} "
                     f"waits {f['timeout_s'] * 1e3:.0f} ms")
         elif kind == "lost":
-            waited = sum(t.timeout_s for t in request.tries)
+            waited = f["waited_s"]
+            tries = len(request.tries)
             why = {"ceiling": f"the {request.tries[-1].timeout_s * 1e3:.0f} ms ceiling was reached",
-                   "deadline": "the deadline was reached"}.get(request.reason, request.reason)
-            line = (f"{seq}: no reply after {len(request.tries)} tries ({waited:.3f} s): {why}; "
-                    f"request given up")
+                   "deadline": "the deadline was reached",
+                   "too-big": "EMSGSIZE: larger than the path MTU and not to be fragmented (--df)"
+                   }.get(request.reason, request.reason)
+            line = (f"{seq}: no reply after {tries} {'try' if tries == 1 else 'tries'} ({waited:.3f} s): "
+                    f"{why}; request given up")
         elif kind == "stale":
             state = "given up" if request.outcome == "lost" else "already answered"
             line = (f"{seq}: stale reply to try {f['try_number']} ({state}), "
@@ -508,6 +548,10 @@ class LinePrinter:
         else:
             return
         print(line, file=self.file, flush=True)
+
+
+def _by_errno(counts: dict) -> str:
+    return " ".join(f"{name} {n}" for name, n in counts.items()) if counts else "0"
 
 
 def _ms(value) -> str:
@@ -527,7 +571,8 @@ def summary_text(r: dict) -> str:
         f"answered: {100 * r['datagram_loss_ratio']:.3g}% datagram round-trip loss",
         f"requests: {hist or '-'}",
         f"stale {r['stale']} (late {r['late']}), duplicates {r['duplicates']}, foreign {r['foreign']}, "
-        f"refused {r['refused']}" + (f", send errors {r['send_errors']}" if r["send_errors"] else ""),
+        f"ICMP errors {_by_errno(r['icmp_errors'])}, send errors {_by_errno(r['send_errors'])}"
+        + (f", path MTU {r['path_mtu']}" if r.get("path_mtu") else ""),
         f"rtt min/avg/max/mdev = {_ms(r['rtt_min_ms'])}/{_ms(r['rtt_avg_ms'])}/{_ms(r['rtt_max_ms'])}/"
         f"{_ms(r['rtt_mdev_ms'])} ms",
         f"rtt p50/p90/p99 = {_ms(r['rtt_p50_ms'])}/{_ms(r['rtt_p90_ms'])}/{_ms(r['rtt_p99_ms'])} ms",
@@ -543,10 +588,13 @@ def summary_text(r: dict) -> str:
     if r["verdict"] == "down":
         why = ""
         if r["refused"]:
-            why = f"; ICMP errors came back {r['refused']} time(s): nothing listens on that UDP port?"
+            why = f"; ICMP port unreachable came back {r['refused']} time(s): nothing listens on that UDP port?"
         lines.append(f"The server looks down: {r['received']} of {r['sent']} request(s) answered, the last "
                      f"ones unanswered up to the {r['rto_max_ms'] / 1e3:g} s ceiling (or UDP is filtered "
                      f"on the way){why}")
+    if r["verdict"] == "too-big":
+        lines.append(f"No request could be sent: {r['size']} bytes with don't-fragment exceed the path MTU "
+                     f"{r.get('path_mtu')}")
     if r["deadline_reached"]:
         lines.append(f"(stopped at the {r['deadline_s']:g} s deadline)")
     if r["interrupted"]:

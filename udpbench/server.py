@@ -12,6 +12,7 @@ host with several addresses.
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import random
@@ -299,7 +300,10 @@ class Server:
                 if port == 0 and attempt < 19:
                     continue  # the port TCP got was taken for UDP in another family: pick again
                 where = bind or "all interfaces"
-                raise UserError(f"cannot listen on {where} port {port}: {exc.strerror}") from None
+                hint = ""
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    hint = " (no interface here has that address; `ip addr` lists them)"
+                raise UserError(f"cannot listen on {where} port {port}: {exc.strerror}{hint}") from None
         self.bind = bind
         if bind not in (None, "", "*"):
             self._listen_for_discovery(self.listeners[0][1])
@@ -585,7 +589,7 @@ class Server:
             reply = (wire.pack(wire.Kind.PROBE_ACK, header.session, header.seq, header.tx_ns, header.flags)
                      + wire.PROBE_ACK_BODY.pack(len(data), rx_ns))
         elif header.kind == wire.Kind.ECHO:
-            counts = self.echo_counts.get(header.session)
+            counts = self.echo_counts.get(header.session)  # None for a session not opened here
             if counts is not None:
                 counts.requests += 1
                 if counts.should_drop():  # serve --drop: pretend the request was lost
@@ -596,13 +600,15 @@ class Server:
         else:
             self.foreign += 1
             return
+        # Counted before it leaves: the client may read the REPORT as soon as the reply lands.
+        if counts is not None:
+            counts.answered += 1
         try:
             send_from(sock, reply, addr, pktinfo)
             self.answered += 1
-            if header.kind == wire.Kind.ECHO and counts is not None:
-                counts.answered += 1
         except OSError:
-            pass
+            if counts is not None:
+                counts.answered -= 1
 
 
 def add_parser(commands) -> None:
@@ -644,9 +650,11 @@ def describe_listening(server: Server) -> list[str]:
         elif entry is not None:
             lines.append(f"  bound to {address}: only datagrams and connections addressed to it "
                          f"(interface {entry.ifname})")
-    if server.discovery_addresses:
-        lines.append(f"  answers discovery broadcasts to port {server.port} "
+    if server.discovery_interface is not None:
+        lines.append(f"  answers discovery broadcasts arriving on {server.discovery_interface.ifname} "
                      f"({', '.join(server.discovery_addresses)})")
+    elif server.discovery_addresses:
+        lines.append("  answers discovery broadcasts arriving on any interface")
     if server.drop:
         lines.append(f"  dropping {server.drop:.0%} of echo requests on purpose (--drop {server.drop:g} "
                      f"--seed {server.seed})")
