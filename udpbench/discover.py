@@ -28,7 +28,7 @@ from .errors import MeasurementError, UserError
 DEFAULT_PORT = 1060  # the server's (server.DEFAULT_PORT; not imported: server imports this module)
 DEFAULT_BROADCAST = "127.255.255.255"  # loopback's broadcast address: every server on this machine
 LIMITED_BROADCAST = "255.255.255.255"
-# The request is padded so the reply (header + a ~60-byte JSON body) always fits inside it:
+# The request is padded so the reply (header + a ~70-byte JSON body) always fits inside it:
 # a server answering discovery never sends more bytes than it received.
 DISCOVER_SIZE = 128
 DEFAULT_TIMEOUT_S = 1.0
