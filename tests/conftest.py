@@ -1,4 +1,4 @@
-"""Shared fixtures. The lab ones build network namespaces (root, ip, nft) and always remove them.
+"""Shared fixtures: a neutral working directory, a server on loopback, and the lab. The lab ones build network namespaces (root, ip, nft) and always remove them.
 
 ``make_lab(**impairments)`` builds a lab with a prefix unique to this test run (``ubt<pid>x<n>``),
 so a user's own lab (``ub``) is never touched; ``lab`` is one module-wide lab at MTU 1400.
@@ -19,10 +19,28 @@ from pathlib import Path
 import pytest
 
 from udpbench.lab import Lab
+from udpbench.server import Server
 
 SCRIPTS = Path(__file__).parent / "netns"
 LAB_MTU = 1400
 _unavailable: list[str] = []  # the reason, found once per session
+
+
+@pytest.fixture(scope="session", autouse=True)
+def neutral_working_directory(tmp_path_factory):
+    """Run from an empty directory, so `python -m udpbench` in a subprocess imports the installed
+    package rather than the source tree (where the compiled core is not built)."""
+    before = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(before)
+
+
+@pytest.fixture
+def loopback_server():
+    """A server on 127.0.0.1 and a free port, closed after the test."""
+    with Server("127.0.0.1", 0) as server:
+        yield server
 
 
 def _lab_unavailable() -> str | None:

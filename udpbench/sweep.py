@@ -106,7 +106,10 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
             meta["plan"] = {"kind": "given"}
         for client, _ in clients:
             for size in sizes:
-                wire.check_size(size, client.v6)
+                try:
+                    wire.check_size(size, client.v6)
+                except wire.WireError as exc:
+                    raise UserError(f"{client.host}: {exc}") from None
         meta["sizes"] = sizes
         total = len(sizes) * len(clients)
         with Progress(total, progress) as bar:
@@ -173,6 +176,11 @@ def add_common_arguments(p) -> None:
 def run(args) -> int:
     if not 1 <= args.points <= 1000:
         raise UserError("--points must be between 1 and 1000")
+    for size in args.sizes or ():
+        try:
+            wire.check_size(size, v6=True)  # the IPv4 limit is checked per host, once resolved
+        except wire.WireError as exc:
+            raise UserError(str(exc)) from None
     output = None if args.no_save else (args.output or default_output())
     argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("udpbench", "__main__.py")) else None
     try:
