@@ -10,6 +10,7 @@ import time
 from . import __version__, _fast, control, frag, kernel, sockopts, wire
 from .control import PeerClosed, PeerError, ProtocolError
 from .errors import MeasurementError, UserError
+from .interval import IntervalReports
 from .server import DEFAULT_PORT, Server
 
 ENGINES = {"send": _fast.ENGINE_SEND, "mmsg": _fast.ENGINE_MMSG, "gso": _fast.ENGINE_GSO}
@@ -104,12 +105,17 @@ class Client:
             raise MeasurementError(f"control channel to {self.where} failed: {exc}") from None
 
     def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "send",
-              rcvbuf: int | None = None, path_mtu: int | None = None) -> dict:
+              rcvbuf: int | None = None, path_mtu: int | None = None, *,
+              interval: float | None = None, on_interval=None) -> dict:
         """Send ``size``-byte datagrams for ``duration`` seconds and return the measured row.
 
         ``rate_bps`` counts UDP payload bits per second (like iperf3 ``-b``); None or 0 is as
         fast as the kernel takes them. If a signal interrupts the blast, the row still comes
         back, marked ``interrupted``, after the server has reported.
+
+        ``interval`` > 0 sends in slices of that many seconds and asks the server for its counts
+        after each (``interval.py``); the row then holds ``intervals`` and ``on_interval(entry)``
+        sees each as it completes.
         """
         try:
             wire.check_size(size, self.v6)
@@ -129,15 +135,25 @@ class Client:
             started = self._converse(start, "STARTED")
             before = kernel.snapshot(self.v6)
             rate_pps = (rate_bps / (8.0 * size)) if rate_bps else 0.0
-            tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, 0, duration, rate_pps)
+            reports = IntervalReports(self, session, size, interval, on_interval) if interval else None
+            if reports is not None:
+                tx = reports.send(sock.fileno(), ENGINES[engine], duration, rate_pps)
+            else:
+                tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, 0, duration, rate_pps)
             sender_counters = kernel.delta(before, kernel.snapshot(self.v6))
             report = self._converse({"type": "STOP", "session": session, "sent": tx["sent"]}, "REPORT")
         row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu)
         row["rcvbuf"] = started.get("rcvbuf", 0)
+        if reports is not None:
+            row["intervals"] = reports.finish(report, tx["sent"])
         if tx["interrupt"] is not None:
             row["interrupted"] = True
             row["_interrupt"] = tx["interrupt"]
         return row
+
+    def status(self, session: int) -> dict:
+        """The server's counts so far for a running blast session (an interim report)."""
+        return self._converse({"type": "STATUS", "session": session}, "STATUS")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -9,6 +9,7 @@ Conversation (client C, server S)::
     C START {session, mode, ...}     S STARTED {data_port, rcvbuf}
     C STOP {sent}                    S REPORT {received, ...}
       ... more START/STOP rounds ...
+    C STATUS {session}               S STATUS {received, highest_seq, ...}   (while RUNNING, any number)
     C BYE                            (close)
 
 Anything that does not fit the state ends the conversation with ``ERROR {message}``.
@@ -47,6 +48,8 @@ SCHEMA: dict[str, dict[str, type | tuple]] = {
     "REPORT": {"session": int},
     "BYE": {},
     "ERROR": {"message": str},
+    # C asks for, S answers with, the receiver's counts so far (interim reports, `blast --interval`)
+    "STATUS": {"session": int},
 }
 # Fields of START in "blast" mode: the receiver needs them to count and to check limits.
 BLAST_FIELDS = {"size": int, "duration_s": _NUMBER, "rate_bps": _NUMBER, "client_port": int}
@@ -162,7 +165,8 @@ class ServerState(enum.Enum):
 SERVER_TRANSITIONS: dict[ServerState, dict[str, ServerState]] = {
     ServerState.AWAIT_HELLO: {"HELLO": ServerState.READY},
     ServerState.READY: {"START": ServerState.RUNNING, "BYE": ServerState.CLOSED},
-    ServerState.RUNNING: {"STOP": ServerState.READY, "BYE": ServerState.CLOSED},
+    ServerState.RUNNING: {"STOP": ServerState.READY, "BYE": ServerState.CLOSED,
+                          "STATUS": ServerState.RUNNING},
     ServerState.CLOSED: {},
 }
 
