@@ -7,7 +7,7 @@ import secrets
 import socket
 import time
 
-from . import __version__, _fast, control, frag, kernel, sockopts, wire
+from . import __version__, _fast, control, frag, kernel, sockopts, stats, wire
 from .control import PeerClosed, PeerError, ProtocolError
 from .errors import MeasurementError, UserError
 from .interval import IntervalReports
@@ -212,6 +212,11 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
     except ValueError:
         fragments, wire_per_datagram = 0, 0
     span_ns = report.get("max_transit_ns", 0) - report.get("min_transit_ns", 0)
+    receiver_counters = report.get("kernel", {})
+    causes = stats.attribute_loss(lost, sndbuf_errors=sender_counters.get("Udp.SndbufErrors", 0),
+                                  socket_drops=report.get("socket_drops"),
+                                  rcvbuf_errors=receiver_counters.get("Udp.RcvbufErrors", 0),
+                                  reasm_fails=receiver_counters.get("Ip.ReasmFails", 0))
     return {
         "host": client.host,
         "address": client.server_addr[0],
@@ -230,6 +235,7 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
         "late": report.get("late", 0),
         "lost": lost,
         "loss_ratio": lost / sent if sent else 0.0,
+        **causes,
         "loss_bursts": report.get("gap_events", 0),
         "longest_loss_burst": report.get("max_gap", 0),
         "max_reorder_distance": report.get("max_reorder", 0),
@@ -251,7 +257,7 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
         "foreign": report.get("foreign", 0),
         "socket_drops": report.get("socket_drops") or 0,
         "sender_counters": sender_counters,
-        "receiver_counters": report.get("kernel", {}),
+        "receiver_counters": receiver_counters,
         "drain_s": report.get("drain_s", 0.0),
     }
 
