@@ -31,10 +31,7 @@ def run(args) -> int:
         wire.check_size(args.size)
     except wire.WireError as exc:
         raise UserError(str(exc)) from None
-    on_interval = None
-    if args.interval and not args.json:
-        print(HEADER, flush=True)
-        on_interval = _print_interval
+    on_interval = _print_interval if args.interval and not args.json else None
     with connect(args.host, args.port, args.family) as client:
         rate = args.rate if args.rate is not None else default_rate(client.server_addr[0])
         row = client.blast(args.size, args.duration, rate, args.engine,
@@ -51,4 +48,6 @@ def run(args) -> int:
 
 
 def _print_interval(entry: dict) -> None:
+    if entry["start_s"] == 0:  # the heading once the first numbers are in, not before a failed connect
+        print(HEADER)
     print(format_interval(entry), flush=True)
