@@ -111,6 +111,17 @@ def test_plot_of_rows_missing_optional_columns(tmp_path):
     assert lan.column(plot._goodput_mbps)[1][0] == pytest.approx(100 * 100 * 8 / 0.5 / 1e6)
 
 
+def test_latency_of_a_row_with_nothing_received_is_left_out_not_drawn_as_zero():
+    meta, rows = two_host_rows()
+    lan = [r for r in rows if r["host"] == "198.18.1.2"]
+    lan[-1].update(received=0, lost=lan[-1]["sent"], loss_ratio=1.0, goodput_bps=0.0, jitter_ms=0.0)
+    series = plot.series_of(meta, rows)[1]
+    sizes, jitter = series.column(lambda r: plot._latency(r, "jitter_ms"))
+    assert lan[-1]["size"] not in sizes and len(sizes) == len(series.sizes) - 1
+    sizes, goodput = series.column(plot._goodput_mbps)
+    assert sizes[-1] == lan[-1]["size"] and goodput[-1] == 0.0  # goodput 0 is a measurement
+
+
 @pytest.mark.parametrize("content, words", [
     (None, "no result file"),
     (b"this is not numpy", "not a udpbench result file"),

@@ -101,6 +101,14 @@ def _loss_percent(row: dict) -> float | None:
     return 100 * value
 
 
+def _latency(row: dict, key: str) -> float | None:
+    """Jitter and delay spread need two datagrams that arrived; with fewer they are not zero but unknown."""
+    received = _number(row, "received")
+    if received is not None and received < 2:
+        return None
+    return _number(row, key)
+
+
 class Series:
     """The rows of one host (and engine), sorted by payload size, and where that host fragments."""
 
@@ -388,11 +396,11 @@ def render(meta: dict, rows: list[dict], out: str | Path) -> Path:
         ax = axes[-1]
         values = []
         for s in series:
-            sizes, jitter = s.column(lambda r: _number(r, "jitter_ms"))
+            sizes, jitter = s.column(lambda r: _latency(r, "jitter_ms"))
             if sizes:
                 ax.plot(sizes, jitter, marker="o", markersize=3, color=s.colour, linewidth=1.4, zorder=3)
                 values += jitter
-            sizes, spread = s.column(lambda r: _number(r, "delay_spread_ms"))
+            sizes, spread = s.column(lambda r: _latency(r, "delay_spread_ms"))
             if sizes:
                 ax.plot(sizes, spread, marker="s", markersize=2.5, color=s.colour, linewidth=1.0,
                         linestyle="--", alpha=0.8, zorder=3)
