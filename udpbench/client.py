@@ -126,7 +126,8 @@ class Client:
         session = secrets.randbits(64)
         with self.data_socket() as sock:
             sockopts.set_buffers(sock, sndbuf=4 << 20)
-            mtu = path_mtu or sockopts.route_mtu(sock) or 1500
+            sender_mtu = sockopts.route_mtu(sock) or 1500  # where this kernel fragments
+            mtu = path_mtu or sender_mtu
             start = {"type": "START", "session": session, "mode": "blast", "size": size,
                      "duration_s": duration, "rate_bps": rate_bps or 0, "engine": engine,
                      "client_port": sock.getsockname()[1]}
@@ -142,7 +143,7 @@ class Client:
                 tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, 0, duration, rate_pps)
             sender_counters = kernel.delta(before, kernel.snapshot(self.v6))
             report = self._converse({"type": "STOP", "session": session, "sent": tx["sent"]}, "REPORT")
-        row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu)
+        row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu, sender_mtu)
         row["rcvbuf"] = started.get("rcvbuf", 0)
         if reports is not None:
             row["intervals"] = reports.finish(report, tx["sent"])
@@ -200,15 +201,16 @@ def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embe
 
 
 def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: float | None,
-             tx: dict, report: dict, sender_counters: dict, mtu: int) -> dict:
+             tx: dict, report: dict, sender_counters: dict, mtu: int, sender_mtu: int | None = None) -> dict:
     """One row: what was sent, what arrived, and what each number means per DESIGN.md."""
     elapsed = tx["elapsed_ns"] / 1e9 or duration
     sent = tx["sent"]
     received = report.get("received", 0)
     lost = sent - received
     try:
-        fragments = frag.fragments(size, mtu, client.v6)
-        wire_per_datagram = frag.wire_bytes(size, mtu, client.v6)
+        packets = frag.fragment_sizes_on_path(size, sender_mtu or mtu, mtu, client.v6)
+        fragments = len(packets)
+        wire_per_datagram = frag.wire_bytes_of(packets)
     except ValueError:
         fragments, wire_per_datagram = 0, 0
     span_ns = report.get("max_transit_ns", 0) - report.get("min_transit_ns", 0)
@@ -247,6 +249,7 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
         "jitter_ms": report.get("jitter_ms", 0.0),
         "delay_spread_ms": span_ns / 1e6 if received else 0.0,
         "path_mtu": mtu,
+        "sender_mtu": sender_mtu or mtu,
         "fragments": fragments,
         "syscalls": tx["syscalls"],
         "batch": tx["batch"],
