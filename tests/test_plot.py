@@ -98,6 +98,17 @@ def test_fragment_boundaries_without_a_fragments_column_come_from_the_path_mtu()
     assert lan.fragment_boundaries()[0] == (1472.5, 2)
 
 
+def test_boundaries_where_a_router_fragments_again():
+    # The sender fragments at its 1500 MTU, the router again at the 1400 path MTU: the count
+    # rises to 2 past P = 1372, and to 3 past 1472, where the sender's own fragmentation starts.
+    sizes = [64, 1372, 1373, 2000, 2748]
+    rows = [{"host": "h", "size": x, "sender_mtu": 1500,
+             "fragments": len(frag.fragment_sizes_on_path(x, 1500, 1400))} for x in sizes]
+    series = plot.series_of({"hosts": [{"host": "h", "path_mtu": 1400, "family": 4}]}, rows)[0]
+    assert series.path_mtu_boundary() == 1372.5
+    assert series.fragment_boundaries() == [(1372.5, 2), (1472.5, 3)]
+
+
 def test_plot_of_rows_missing_optional_columns(tmp_path):
     meta = {"hosts": [{"host": "::1", "path_mtu": 1500, "family": 6}]}
     rows = [{"host": "::1", "size": s, "sent": 100, "received": 100 - i, "lost": i, "duration_s": 0.5}

@@ -112,8 +112,10 @@ def _latency(row: dict, key: str) -> float | None:
 class Series:
     """The rows of one host (and engine), sorted by payload size, and where that host fragments."""
 
-    def __init__(self, host: str, label: str, rows: list[dict], mtu: int | None, v6: bool, colour: str):
+    def __init__(self, host: str, label: str, rows: list[dict], mtu: int | None, v6: bool, colour: str,
+                 sender_mtu: int | None = None):
         self.host, self.label, self.mtu, self.v6, self.colour = host, label, mtu, v6, colour
+        self.sender_mtu = sender_mtu
         self.rows = sorted((r for r in rows if _number(r, "size") is not None), key=lambda r: r["size"])
         self.sizes = [int(r["size"]) for r in self.rows]
 
@@ -133,20 +135,29 @@ class Series:
         p = frag.max_unfragmented_payload(self.mtu, self.v6)
         return p + 0.5 if p < wire.max_payload(self.v6) else None
 
+    def fragments_at(self, size: int) -> int | None:
+        """Packets one payload becomes at the bottleneck, as the rows count them (frag.py)."""
+        if not self.mtu:
+            return None
+        try:
+            if self.sender_mtu and self.sender_mtu != self.mtu and hasattr(frag, "fragment_sizes_on_path"):
+                # a sender that fragments at its own, larger MTU is cut again by the router
+                return len(frag.fragment_sizes_on_path(size, self.sender_mtu, self.mtu, self.v6))
+            return frag.fragments(size, self.mtu, self.v6)
+        except ValueError:
+            return None
+
     def fragment_boundaries(self) -> list[tuple[float, int]]:
         """(x, k): between two adjacent measured sizes the fragment count rises by one, to k, at x.
 
         The count comes from the rows' ``fragments`` column, or from frag.py at the host's path
-        MTU. The boundary sits just past the largest payload that fits in k - 1 fragments.
+        MTU. x sits half a byte below the first payload that takes k packets.
         """
         counts = []
         for size, row in zip(self.sizes, self.rows):
             k = _number(row, "fragments")
-            if (k is None or k <= 0) and self.mtu:
-                try:
-                    k = frag.fragments(size, self.mtu, self.v6)
-                except ValueError:
-                    k = None
+            if k is None or k <= 0:
+                k = self.fragments_at(size)
             counts.append(int(k) if k else None)
         out = []
         for (a, ka), (b, kb) in zip(zip(self.sizes, counts), zip(self.sizes[1:], counts[1:])):
@@ -154,14 +165,17 @@ class Series:
             # pairs. A wide step over several boundaries measured none of them.
             if ka is None or kb is None or kb != ka + 1:
                 continue
-            x = None
-            if self.mtu:
-                try:  # the exact boundary, just below b
-                    x = frag.max_payload_in(kb - 1, self.mtu, self.v6) + 0.5
-                except ValueError:
-                    x = None
-            if x is None or not a < x < b:
-                x = math.sqrt(a * b)  # unknown MTU: half-way on the log axis
+            if self.fragments_at(a) == ka and self.fragments_at(b) == kb:
+                lo, hi = a, b  # bisect for the first payload that takes kb packets
+                while hi - lo > 1:
+                    mid = (lo + hi) // 2
+                    if (self.fragments_at(mid) or 0) >= kb:
+                        hi = mid
+                    else:
+                        lo = mid
+                x = hi - 0.5
+            else:
+                x = math.sqrt(a * b)  # counts from elsewhere: half-way on the log axis
             out.append((x, kb))
         return out
 
@@ -190,7 +204,9 @@ def series_of(meta: dict, rows: list[dict]) -> list[Series]:
             p = frag.max_unfragmented_payload(int(mtu), int(family) == 6)
             label += f" (MTU {int(mtu)}, P {p})" if p < wire.max_payload(int(family) == 6) else f" (MTU {int(mtu)})"
         colour = HOST_COLOURS[len(out) % len(HOST_COLOURS)]
-        out.append(Series(name, label, mine, int(mtu) if mtu else None, int(family) == 6, colour))
+        sender_mtu = _number(mine[0], "sender_mtu")
+        out.append(Series(name, label, mine, int(mtu) if mtu else None, int(family) == 6, colour,
+                          int(sender_mtu) if sender_mtu else None))
     return out
 
 
