@@ -109,6 +109,18 @@ def test_boundaries_where_a_router_fragments_again():
     assert series.fragment_boundaries() == [(1372.5, 2), (1472.5, 3)]
 
 
+def test_a_path_mtu_learned_during_the_sweep_moves_p():
+    # The sweep started believing 1500; an ICMP "fragmentation needed" taught the sender 1400.
+    rows = [{"host": "h", "size": x, "path_mtu": 1500, "sender_mtu": m,
+             "fragments": len(frag.fragment_sizes_on_path(x, m, 1500))}
+            for x, m in ((64, 1500), (1471, 1500), (1472, 1400), (2748, 1400), (2749, 1400))]
+    series = plot.series_of({"hosts": [{"host": "h", "path_mtu": 1500, "family": 4}]}, rows)[0]
+    assert series.label == "h (MTU 1500\u21921400, P 1372)"
+    assert series.path_mtu_boundary() == 1372.5
+    # 1471 -> 1472 is where the count rose as measured; 2748 -> 2749 at 1400 exactly
+    assert series.fragment_boundaries() == [(1471.5, 2), (2748.5, 3)]
+
+
 def test_plot_of_rows_missing_optional_columns(tmp_path):
     meta = {"hosts": [{"host": "::1", "path_mtu": 1500, "family": 6}]}
     rows = [{"host": "::1", "size": s, "sent": 100, "received": 100 - i, "lost": i, "duration_s": 0.5}

@@ -32,6 +32,7 @@ CAUSES = (  # (row key, legend label, colour): the order they stack in, bottom u
 )
 HOST_COLOURS = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 FORMATS = (".png", ".svg", ".pdf")
+_QUIET_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85}  # a note stays readable over grid lines
 SIZE_TICKS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65507)
 
 
@@ -112,10 +113,8 @@ def _latency(row: dict, key: str) -> float | None:
 class Series:
     """The rows of one host (and engine), sorted by payload size, and where that host fragments."""
 
-    def __init__(self, host: str, label: str, rows: list[dict], mtu: int | None, v6: bool, colour: str,
-                 sender_mtu: int | None = None):
+    def __init__(self, host: str, label: str, rows: list[dict], mtu: int | None, v6: bool, colour: str):
         self.host, self.label, self.mtu, self.v6, self.colour = host, label, mtu, v6, colour
-        self.sender_mtu = sender_mtu
         self.rows = sorted((r for r in rows if _number(r, "size") is not None), key=lambda r: r["size"])
         self.sizes = [int(r["size"]) for r in self.rows]
 
@@ -135,41 +134,48 @@ class Series:
         p = frag.max_unfragmented_payload(self.mtu, self.v6)
         return p + 0.5 if p < wire.max_payload(self.v6) else None
 
-    def fragments_at(self, size: int) -> int | None:
-        """Packets one payload becomes at the bottleneck, as the rows count them (frag.py)."""
-        if not self.mtu:
+    def fragments_at(self, size: int, row: dict | None = None) -> int | None:
+        """Packets one payload becomes at the bottleneck, counted as the row counted them.
+
+        A row records the MTU its sender fragmented at (``sender_mtu``) and the path MTU; an
+        IPv4 router cuts the sender's too-large packets again (frag.fragment_sizes_on_path).
+        """
+        path = _number(row or {}, "path_mtu") or self.mtu
+        sender = _number(row or {}, "sender_mtu") or path
+        if not path:
             return None
         try:
-            if self.sender_mtu and self.sender_mtu != self.mtu and hasattr(frag, "fragment_sizes_on_path"):
-                # a sender that fragments at its own, larger MTU is cut again by the router
-                return len(frag.fragment_sizes_on_path(size, self.sender_mtu, self.mtu, self.v6))
-            return frag.fragments(size, self.mtu, self.v6)
+            if hasattr(frag, "fragment_sizes_on_path"):
+                return len(frag.fragment_sizes_on_path(size, int(sender), int(path), self.v6))
+            return frag.fragments(size, int(min(sender, path)), self.v6)
         except ValueError:
             return None
 
     def fragment_boundaries(self) -> list[tuple[float, int]]:
         """(x, k): between two adjacent measured sizes the fragment count rises by one, to k, at x.
 
-        The count comes from the rows' ``fragments`` column, or from frag.py at the host's path
-        MTU. x sits half a byte below the first payload that takes k packets.
+        The count comes from the rows' ``fragments`` column, or from frag.py at the row's MTUs.
+        x sits half a byte below the first payload that takes k packets.
         """
         counts = []
         for size, row in zip(self.sizes, self.rows):
             k = _number(row, "fragments")
             if k is None or k <= 0:
-                k = self.fragments_at(size)
+                k = self.fragments_at(size, row)
             counts.append(int(k) if k else None)
         out = []
-        for (a, ka), (b, kb) in zip(zip(self.sizes, counts), zip(self.sizes[1:], counts[1:])):
+        measured = list(zip(self.rows, counts))
+        for (row_a, ka), (row_b, kb) in zip(measured, measured[1:]):
+            a, b = int(row_a["size"]), int(row_b["size"])
             # Only where one boundary lies between two measured sizes: the plan's (top, top + 1)
             # pairs. A wide step over several boundaries measured none of them.
             if ka is None or kb is None or kb != ka + 1:
                 continue
-            if self.fragments_at(a) == ka and self.fragments_at(b) == kb:
-                lo, hi = a, b  # bisect for the first payload that takes kb packets
+            if self.fragments_at(a, row_a) == ka and self.fragments_at(b, row_b) == kb:
+                lo, hi = a, b  # bisect, at the larger size's MTUs, for the first payload of kb packets
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
-                    if (self.fragments_at(mid) or 0) >= kb:
+                    if (self.fragments_at(mid, row_b) or 0) >= kb:
                         hi = mid
                     else:
                         lo = mid
@@ -194,19 +200,22 @@ def series_of(meta: dict, rows: list[dict]) -> list[Series]:
         if not mine:
             continue
         info = hosts_meta.get(host, {})
-        mtu = info.get("path_mtu") or _number(mine[0], "path_mtu")
-        family = info.get("family") or _number(mine[0], "family") or 4
+        v6 = int(info.get("family") or _number(mine[0], "family") or 4) == 6
+        start_mtu = info.get("path_mtu") or _number(mine[0], "path_mtu")
+        # The sender's route MTU can only drop below the path MTU measured at the start if its
+        # kernel learned a smaller one (ICMP "fragmentation needed") during the sweep.
+        learned = [m for m in (_number(r, "sender_mtu") for r in mine) if m]
+        mtu = min([start_mtu, *learned]) if start_mtu else None
         name = str(host) if host is not None else "?"
         if engine is not None:
             name += f" {engine}"
         label = name
         if mtu:
-            p = frag.max_unfragmented_payload(int(mtu), int(family) == 6)
-            label += f" (MTU {int(mtu)}, P {p})" if p < wire.max_payload(int(family) == 6) else f" (MTU {int(mtu)})"
+            shown = f"{int(start_mtu)}\u2192{int(mtu)}" if mtu < start_mtu else f"{int(mtu)}"
+            p = frag.max_unfragmented_payload(int(mtu), v6)
+            label += f" (MTU {shown}, P {p})" if p < wire.max_payload(v6) else f" (MTU {shown})"
         colour = HOST_COLOURS[len(out) % len(HOST_COLOURS)]
-        sender_mtu = _number(mine[0], "sender_mtu")
-        out.append(Series(name, label, mine, int(mtu) if mtu else None, int(family) == 6, colour,
-                          int(sender_mtu) if sender_mtu else None))
+        out.append(Series(name, label, mine, int(mtu) if mtu else None, v6, colour))
     return out
 
 
@@ -397,11 +406,12 @@ def render(meta: dict, rows: list[dict], out: str | Path) -> Path:
             ax.set_title(s.label, loc="left", fontsize=9, color=s.colour, pad=3)
             if not any(v > 0 for v in s.column(_loss_percent)[1]):
                 ax.text(0.5, 0.5, "no datagram lost", transform=ax.transAxes, ha="center", va="center",
-                        color=s.colour, fontsize=9)
+                        color=s.colour, fontsize=9, bbox=_QUIET_BOX)
         if not loss_values:
             ax.text(0.5, 0.5, "no loss figures in this file", transform=ax.transAxes, ha="center", color="grey")
         elif s is None and not any(v > 0 for v in loss_values):
-            ax.text(0.5, 0.5, "no datagram lost", transform=ax.transAxes, ha="center", va="center", color="grey")
+            ax.text(0.5, 0.5, "no datagram lost", transform=ax.transAxes, ha="center", va="center", color="grey",
+                    bbox=_QUIET_BOX)
     if by_cause:
         cause_handles = [Patch(color=colour, alpha=0.55, label=name) for key, name, colour in reversed(CAUSES)]
         axes[1].legend(handles=cause_handles, title="lost at", loc="upper left", bbox_to_anchor=(1.01, 1.0),
