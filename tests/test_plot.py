@@ -210,3 +210,22 @@ def test_interrupted_sweep_plots_its_finished_rows(tmp_path):
     rows = results.load(base.with_suffix(".npz"))[1]
     assert 1 <= len(rows) < 7
     assert_png(image, min_bytes=10_000)
+
+
+def test_loss_layers_split_the_drawn_height_in_proportion_to_the_causes():
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    ax.set_yscale("symlog", linthresh=0.01, linscale=0.5)
+    total = [10.0, 0.0, 1.0]
+    parts = [[1.0, 0.0, 0.0], [3.0, 0.0, 5.0]]  # network 1 and socket 3 of 4 lost; then none; then all socket
+    (n0, n1), (s0, s1) = plot._stack_in_display(ax, [100, 200, 300], total, parts)
+    scale = ax.yaxis.get_transform()
+
+    def height(a, b):
+        return scale.transform([b])[0] - scale.transform([a])[0]
+
+    assert n0[0] == 0 and n1[0] == pytest.approx(s0[0]) and s1[0] == pytest.approx(10.0)
+    assert height(s0[0], s1[0]) == pytest.approx(3 * height(n0[0], n1[0]))  # 3:1 on the page
+    assert n1[1] == s1[1] == 0.0  # nothing lost: nothing drawn
+    assert n1[2] == 0.0 and s1[2] == pytest.approx(1.0)
