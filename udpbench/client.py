@@ -104,6 +104,10 @@ class Client:
         except (ProtocolError, TimeoutError, OSError) as exc:
             raise MeasurementError(f"control channel to {self.where} failed: {exc}") from None
 
+    def status(self, session: int) -> dict:
+        """The server's counts so far for a running blast session (an interim report)."""
+        return self._converse({"type": "STATUS", "session": session}, "STATUS")
+
     def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "send",
               rcvbuf: int | None = None, path_mtu: int | None = None, *,
               interval: float | None = None, on_interval=None) -> dict:
@@ -145,16 +149,12 @@ class Client:
             report = self._converse({"type": "STOP", "session": session, "sent": tx["sent"]}, "REPORT")
         row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu, sender_mtu)
         row["rcvbuf"] = started.get("rcvbuf", 0)
-        if reports is not None:
-            row["intervals"] = reports.finish(report, tx["sent"])
         if tx["interrupt"] is not None:
             row["interrupted"] = True
             row["_interrupt"] = tx["interrupt"]
+        if reports is not None:
+            row["intervals"] = reports.finish(report, tx["sent"])
         return row
-
-    def status(self, session: int) -> dict:
-        """The server's counts so far for a running blast session (an interim report)."""
-        return self._converse({"type": "STATUS", "session": session}, "STATUS")
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -45,11 +45,11 @@ SCHEMA: dict[str, dict[str, type | tuple]] = {
     "START": {"session": int, "mode": str},
     "STARTED": {"session": int},
     "STOP": {"session": int},
+    # C asks for, S answers with, the receiver's counts so far (interim reports, `blast --interval`)
+    "STATUS": {"session": int},
     "REPORT": {"session": int},
     "BYE": {},
     "ERROR": {"message": str},
-    # C asks for, S answers with, the receiver's counts so far (interim reports, `blast --interval`)
-    "STATUS": {"session": int},
 }
 # Fields of START in "blast" mode: the receiver needs them to count and to check limits.
 BLAST_FIELDS = {"size": int, "duration_s": _NUMBER, "rate_bps": _NUMBER, "client_port": int}
