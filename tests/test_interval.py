@@ -120,7 +120,9 @@ def test_merge_tx_adds_counts_and_pools_gap_statistics():
          "schedule_resets": 0, "interrupt": None}
     b = dict(a, sent=5, next_seq=15, errors={105: 1, 11: 4}, syscalls=6, gap_min_ns=3, gap_max_ns=40,
              gap_mean_ns=20.0, gap_std_ns=0.0, schedule_resets=1)
+    a["gso_refused"], b["gso_refused"] = 0, 95  # a key merge_tx does not know: the slice that says something
     m = merge_tx([a, b])
+    assert m["gso_refused"] == 95
     assert m["sent"] == 15 and m["next_seq"] == 15 and m["errors"] == {105: 3, 11: 4}
     assert m["syscalls"] == 17 and m["schedule_resets"] == 1
     assert m["gap_min_ns"] == 3 and m["gap_max_ns"] == 40

@@ -142,7 +142,8 @@ class Client:
             rate_pps = (rate_bps / (8.0 * size)) if rate_bps else 0.0
             reports = IntervalReports(self, session, size, interval, on_interval) if interval else None
             if reports is not None:
-                tx = reports.send(sock.fileno(), ENGINES[engine], duration, rate_pps)
+                tx = reports.send(lambda first_seq, seconds: _fast.send_datagrams(
+                    sock.fileno(), ENGINES[engine], size, session, first_seq, seconds, rate_pps), duration)
             else:
                 tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, 0, duration, rate_pps)
             sender_counters = kernel.delta(before, kernel.snapshot(self.v6))

@@ -22,7 +22,6 @@ import queue
 import threading
 import time
 
-from . import _fast
 from .errors import MeasurementError
 from .units import format_count, format_rate
 
@@ -54,8 +53,12 @@ class IntervalReports:
 
     # --- sending -------------------------------------------------------------------------
 
-    def send(self, fd: int, engine: int, duration: float, rate_pps: float) -> dict:
-        """Send for ``duration`` seconds in slices; returns the slices' results merged like one call's."""
+    def send(self, send_slice, duration: float) -> dict:
+        """Send for ``duration`` seconds in slices; returns the slices' results merged like one call's.
+
+        ``send_slice(first_seq, seconds)`` sends one slice and returns ``_fast.send_datagrams``'s
+        dict; the caller binds the socket, engine, size, session and rate.
+        """
         self._thread.start()
         t0 = time.monotonic()
         slices: list[dict] = []
@@ -71,7 +74,7 @@ class IntervalReports:
                 now = time.monotonic() - t0
                 length = boundary - now
                 if length > 1e-6:
-                    tx = _fast.send_datagrams(fd, engine, self.size, self.session, next_seq, length, rate_pps)
+                    tx = send_slice(next_seq, length)
                 else:  # Python overhead ate this slice's time: an empty slice keeps the grid
                     tx = _empty_tx(next_seq)
                 next_seq = tx["next_seq"]
@@ -176,7 +179,10 @@ def merge_tx(slices: list[dict]) -> dict:
     mean = sum(g * tx["gap_mean_ns"] for g, tx in gaps) / n if n else 0.0
     square = sum(g * (tx["gap_std_ns"] ** 2 + tx["gap_mean_ns"] ** 2) for g, tx in gaps) / n if n else 0.0
     real = [tx for tx in slices if tx["syscalls"]]
-    return {
+    merged = {}
+    for tx in slices:  # anything else the sender reports: the last slice that says something
+        merged.update({k: v for k, v in tx.items() if v or k not in merged})
+    merged.update({
         "sent": sum(tx["sent"] for tx in slices),
         "next_seq": slices[-1]["next_seq"] if slices else 0,
         "errors": errors,
@@ -191,7 +197,8 @@ def merge_tx(slices: list[dict]) -> dict:
         "schedule_resets": sum(tx["schedule_resets"] for tx in slices),
         "interrupt": next((tx["interrupt"] for tx in slices if tx["interrupt"] is not None), None),
         "slices": len(slices),
-    }
+    })
+    return merged
 
 
 HEADER = (f"{'interval':>15}  {'sent':>9}  {'received':>9}  {'lost':>7}  {'loss':>7}  "
