@@ -97,14 +97,16 @@ def test_intervals_add_up_to_the_exact_final_row(loopback_server):
     assert seen == intervals
     assert 3 <= len(intervals) <= 5 and intervals[-1]["final"] and not any(i["final"] for i in intervals[:-1])
     assert sum(i["sent"] for i in intervals) == row["sent"]
-    assert sum(i["received"] for i in intervals) == row["received"] == row["sent"]
-    assert sum(i["lost"] for i in intervals) == row["lost"] == 0
+    assert sum(i["received"] for i in intervals) == row["received"] > 0
+    assert sum(i["lost"] for i in intervals) == row["lost"] == row["sent"] - row["received"]
     assert sum(i["expected"] for i in intervals) == row["sent"]
     for i in intervals:  # 8 Mbit/s of 500-byte payloads: 2000 datagrams/s, 400 a slice
         assert i["sent"] > 0 and i["end_s"] > i["start_s"]
     assert [i["start_s"] for i in intervals[:3]] == pytest.approx([0.0, 0.2, 0.4])
-    assert row["tx_bps"] == pytest.approx(8e6, rel=0.15)  # slicing keeps the pacing (generous: loaded hosts)
-    assert again["received"] == again["sent"] > 0
+    # Slicing must not send faster than asked (each slice adds at most one datagram's rounding);
+    # a loaded machine may fall behind, so the lower bound is generous.
+    assert 0.5 * 8e6 < row["tx_bps"] <= 1.03 * 8e6
+    assert again["sent"] > 0 and "intervals" not in again
 
 
 def test_interval_longer_than_the_blast_gives_one_final_interval(loopback_server):
