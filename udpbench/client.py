@@ -11,6 +11,7 @@ import time
 from . import __version__, _fast, control, frag, kernel, sockopts, stats, wire
 from .control import PeerClosed, PeerError, ProtocolError
 from .errors import MeasurementError, UserError
+from .interval import IntervalReports
 from .server import DEFAULT_PORT, Server
 
 ENGINES = {"send": _fast.ENGINE_SEND, "mmsg": _fast.ENGINE_MMSG, "gso": _fast.ENGINE_GSO}
@@ -104,8 +105,13 @@ class Client:
         except (ProtocolError, TimeoutError, OSError) as exc:
             raise MeasurementError(f"control channel to {self.where} failed: {exc}") from None
 
+    def status(self, session: int) -> dict:
+        """The server's counts so far for a running blast session (an interim report)."""
+        return self._converse({"type": "STATUS", "session": session}, "STATUS")
+
     def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "send",
-              rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False) -> dict:
+              rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False, *,
+              interval: float | None = None, on_interval=None) -> dict:
         """Send ``size``-byte datagrams for ``duration`` seconds and return the measured row.
 
         ``rate_bps`` counts UDP payload bits per second (like iperf3 ``-b``); None or 0 is as
@@ -115,6 +121,9 @@ class Client:
         ``df`` sets Don't Fragment on every datagram (IP_PMTUDISC_DO): the kernel refuses a
         datagram larger than the path MTU it knows with EMSGSIZE instead of fragmenting it, and
         the row comes back ``sendable: False`` with that errno in ``send_error``.
+        ``interval`` > 0 sends in slices of that many seconds and asks the server for its counts
+        after each (``interval.py``); the row then holds ``intervals`` and ``on_interval(entry)``
+        sees each as it completes.
         """
         try:
             wire.check_size(size, self.v6)
@@ -142,9 +151,18 @@ class Client:
             first_error = _send_first(sock, session, size) if df else None
             if first_error == errno.EMSGSIZE:
                 tx = _nothing_sent(first_error)
+                reports = None
             else:
                 first = 1 if first_error == 0 else 0
-                tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, first, duration, rate_pps)
+
+                def send_slice(first_seq: int, seconds: float) -> dict:
+                    tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session,
+                                              first + first_seq, seconds, rate_pps)
+                    tx["next_seq"] -= first  # sequence numbers as the slicer counts them
+                    return tx
+
+                reports = IntervalReports(self, session, size, interval, on_interval) if interval else None
+                tx = reports.send(send_slice, duration) if reports is not None else send_slice(0, duration)
                 tx["sent"] += first
                 if first_error:
                     tx["errors"][first_error] = tx["errors"].get(first_error, 0) + 1
@@ -158,6 +176,8 @@ class Client:
         if tx["interrupt"] is not None:
             row["interrupted"] = True
             row["_interrupt"] = tx["interrupt"]
+        if reports is not None:
+            row["intervals"] = reports.finish(report, tx["sent"])
         return row
 
     def close(self) -> None:

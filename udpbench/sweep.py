@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, frag, results, wire
+from . import __version__, frag, plot, results, wire
 from . import mtu as path_mtu
 from .client import DEFAULT_LAN_RATE_BPS, ENGINES, connect, is_loopback
 from .errors import MeasurementError, UserError
@@ -160,6 +160,8 @@ def add_parser(commands) -> None:
     p.add_argument("-o", "--output", type=Path, metavar="NAME",
                    help="result file base name: writes NAME.npz and NAME.json (default results/sweep-TIME)")
     p.add_argument("--no-save", action="store_true", help="do not write result files")
+    p.add_argument("--plot", metavar="PNG", default=None,
+                   help="also draw the sweep to this image (.png, .svg or .pdf), as `udpbench plot` does")
     p.set_defaults(func=run)
 
 
@@ -189,6 +191,8 @@ def run(args) -> int:
         except wire.WireError as exc:
             raise UserError(str(exc)) from None
     output = None if args.no_save else (args.output or default_output())
+    if args.plot:
+        plot.check_output(args.plot)  # refuse a bad image name before measuring, not after
     argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("udpbench", "__main__.py")) else None
     try:
         meta, rows, saved = run_sweep(args.hosts, args.sizes, args.duration, args.rate, args.engine,
@@ -197,7 +201,14 @@ def run(args) -> int:
     except SweepInterrupted as stop:
         where = f"; {len(stop.rows)} finished row(s) saved in {stop.saved}" if stop.saved else ""
         print(f"udpbench: sweep interrupted{where}", file=sys.stderr)
+        if args.plot and stop.saved and stop.rows:
+            _plot_partial(stop.saved, args.plot)
         return 130
+    except MeasurementError:
+        partial = results_path(output) if output is not None else None
+        if args.plot and partial is not None and partial.exists():
+            _plot_partial(partial, args.plot)
+        raise
     if args.json:
         print(json.dumps({"meta": meta, "rows": [results.public(r) for r in rows]}, default=str))
     else:
@@ -209,4 +220,24 @@ def run(args) -> int:
                 print(f"udpbench: {h['host']}: {w}", file=sys.stderr)
     if saved:
         print(f"saved {saved} and {saved.with_suffix('.json')}", file=sys.stderr)
+    if args.plot and rows:
+        print(f"wrote {plot.render(meta, rows, args.plot)}", file=sys.stderr)
     return 0
+
+
+def results_path(output: Path) -> Path:
+    """The .npz that ``results.save(output, ...)`` writes."""
+    base = Path(output)
+    if base.suffix in (".npz", ".json"):
+        base = base.with_suffix("")
+    return base.with_name(base.name + ".npz")
+
+
+def _plot_partial(path: Path, image: str) -> None:
+    """Draw the rows an unfinished sweep saved; a failure here must not hide why the sweep stopped."""
+    try:
+        _, rows = results.load(path)
+        if rows:
+            print(f"wrote {plot.plot_file(path, image)} from the {len(rows)} finished row(s)", file=sys.stderr)
+    except (UserError, ValueError, OSError) as exc:
+        print(f"udpbench: no plot of the unfinished sweep: {exc}", file=sys.stderr)
