@@ -247,3 +247,13 @@ def test_sender_fragments_like_frag_py(frag_lab, netns_script, v6):
     sizes = boundary_sizes(mtu, v6, wire.max_payload(v6)) + [10_000]
     seen = kernel_fragments(frag_lab, netns_script, sizes, v6=v6, learn=True)
     assert seen == {n: frag.fragment_sizes(n, mtu, v6) for n in sizes}
+
+
+def test_a_sender_that_never_learned_the_path_mtu_doubles_the_cuts():
+    # 2000 B fragmented at 1500 (1480 + 528 of IP payload), then the 1500-byte piece again at 1400
+    assert frag.fragment_sizes_on_path(2000, 1500, 1400) == [1396, 124, 548]
+    assert len(frag.fragment_sizes_on_path(16000, 1500, 1400)) == 21
+    # a sender at the path MTU: the router has nothing to cut
+    assert frag.fragment_sizes_on_path(2000, 1400, 1400) == frag.fragment_sizes(2000, 1400)
+    # IPv6 routers never fragment
+    assert frag.fragment_sizes_on_path(2000, 1500, 1400, v6=True) == frag.fragment_sizes(2000, 1500, v6=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import secrets
 import socket
@@ -10,6 +11,7 @@ import time
 from . import __version__, _fast, control, engines, frag, kernel, sockopts, stats, wire
 from .control import PeerClosed, PeerError, ProtocolError
 from .errors import MeasurementError, UserError
+from .interval import IntervalReports
 from .server import DEFAULT_PORT, Server
 
 ENGINES = engines.ENGINES
@@ -109,26 +111,38 @@ class Client:
         except (ProtocolError, TimeoutError, OSError) as exc:
             raise MeasurementError(f"control channel to {self.where} failed: {exc}") from None
 
+    def status(self, session: int) -> dict:
+        """The server's counts so far for a running blast session (an interim report)."""
+        return self._converse({"type": "STATUS", "session": session}, "STATUS")
+
     def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
-              rcvbuf: int | None = None, path_mtu: int | None = None) -> dict:
+              rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False, *,
+              interval: float | None = None, on_interval=None) -> dict:
         """Send ``size``-byte datagrams for ``duration`` seconds and return the measured row.
 
         ``rate_bps`` counts UDP payload bits per second (like iperf3 ``-b``); None or 0 is as
-        fast as the kernel takes them. ``engine`` is auto, send, mmsg or gso (see engines.py).
-        If a signal interrupts the blast, the row still comes back, marked ``interrupted``,
-        after the server has reported.
+        fast as the kernel takes them. ``engine`` is auto, send, mmsg or gso (engines.py). If a
+        signal interrupts the blast, the row still comes back, marked ``interrupted``, after
+        the server has reported.
+
+        ``df`` sets Don't Fragment on every datagram (IP_PMTUDISC_DO): the kernel refuses a
+        datagram larger than the path MTU it knows with EMSGSIZE instead of fragmenting it, and
+        the row comes back ``sendable: False`` with that errno in ``send_error``.
+        ``interval`` > 0 sends in slices of that many seconds and asks the server for its counts
+        after each (``interval.py``); the row then holds ``intervals`` and ``on_interval(entry)``
+        sees each as it completes.
         """
-        flow = self.start_blast(size, duration, rate_bps, engine, rcvbuf, path_mtu)
+        flow = self.start_blast(size, duration, rate_bps, engine, rcvbuf, path_mtu, df)
         try:
-            flow.send()
+            flow.send(interval=interval, on_interval=on_interval)
         finally:
             row = flow.finish()
         return row
 
     def start_blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
-                    rcvbuf: int | None = None, path_mtu: int | None = None) -> "Flow":
+                    rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False) -> "Flow":
         """Open a session on the server (START) and return its Flow, ready to send."""
-        return Flow(self, size, duration, rate_bps, engine, rcvbuf, path_mtu)
+        return Flow(self, size, duration, rate_bps, engine, rcvbuf, path_mtu, df)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -152,18 +166,24 @@ class Flow:
     control connection."""
 
     def __init__(self, client: Client, size: int, duration: float, rate_bps: float | None,
-                 engine: str = "auto", rcvbuf: int | None = None, path_mtu: int | None = None):
+                 engine: str = "auto", rcvbuf: int | None = None, path_mtu: int | None = None,
+                 df: bool = False):
         try:
             wire.check_size(size, client.v6)
         except wire.WireError as exc:
             raise UserError(f"{client.host}: {exc}") from None
-        self.client, self.size, self.duration, self.rate_bps = client, size, duration, rate_bps
+        self.client, self.size, self.duration, self.rate_bps, self.df = client, size, duration, rate_bps, df
         self.session = secrets.randbits(64)
         self.sock = client.data_socket()
         try:
             sockopts.set_buffers(self.sock, sndbuf=4 << 20)
-            self.mtu = path_mtu or sockopts.route_mtu(self.sock) or 1500
-            self.choice = engines.choose(engine, size, self.mtu, client.v6, engines.gso_available(self.sock))
+            if df:
+                sockopts.set_pmtu_mode(self.sock, sockopts.PMTUDISC_DO)
+            self.sender_mtu = sockopts.route_mtu(self.sock) or 1500  # where this kernel fragments
+            self.mtu = path_mtu or self.sender_mtu
+            # GSO segments must pass both this kernel and the path unfragmented.
+            self.choice = engines.choose(engine, size, min(self.mtu, self.sender_mtu), client.v6,
+                                         engines.gso_available(self.sock))
             start = {"type": "START", "session": self.session, "mode": "blast", "size": size,
                      "duration_s": duration, "rate_bps": rate_bps or 0, "engine": self.choice.engine,
                      "client_port": self.sock.getsockname()[1]}
@@ -174,21 +194,49 @@ class Flow:
             self.sock.close()
             raise
         self.tx: dict | None = None
+        self.reports: IntervalReports | None = None
         self.sender_counters: dict = {}
 
-    def send(self, stop: "_fast.StopFlag | None" = None) -> dict:
+    def send(self, stop: "_fast.StopFlag | None" = None, interval: float | None = None,
+             on_interval=None) -> dict:
         """Run the send loop. From the main thread, Ctrl-C ends it early; from another thread,
         pass ``stop`` and set it instead (only the main thread sees signals)."""
-        rate_pps = (self.rate_bps / (8.0 * self.size)) if self.rate_bps else 0.0
+        sock, size, session = self.sock, self.size, self.session
+        rate_pps = (self.rate_bps / (8.0 * size)) if self.rate_bps else 0.0
         main = stop is None
         before = kernel.snapshot(self.client.v6)
-        tx = _fast.send_datagrams(self.sock.fileno(), engines.ENGINES[self.choice.engine], self.size,
-                                  self.session, 0, self.duration, rate_pps, stop=stop, check_signals=main)
-        if tx["gso_fallback_errno"]:
-            self.choice = engines.fell_back(self.choice, tx["gso_fallback_errno"], tx["gso_sent"])
-        learned = sockopts.route_mtu(self.sock)
-        if learned and learned < self.mtu:
-            self.mtu = learned  # an ICMP "fragmentation needed" arrived during the run
+        # With DF, one datagram first: if the kernel refuses it (EMSGSIZE) the row is done,
+        # rather than spinning through a whole duration of refused sends.
+        first_error = _send_first(sock, session, size) if self.df else None
+        if first_error == errno.EMSGSIZE:
+            tx = _nothing_sent(sock.fileno(), size, session, first_error)
+        else:
+            first = 1 if first_error == 0 else 0
+
+            def send_slice(first_seq: int, seconds: float) -> dict:
+                tx = _fast.send_datagrams(sock.fileno(), engines.ENGINES[self.choice.engine], size, session,
+                                          first + first_seq, seconds, rate_pps, stop=stop, check_signals=main)
+                if tx["gso_fallback_errno"] and self.choice.engine == "gso":
+                    # Later slices go straight to mmsg; GSO sent everything before this point.
+                    self.choice = engines.fell_back(self.choice, tx["gso_fallback_errno"],
+                                                    first + first_seq + tx["gso_sent"])
+                tx["next_seq"] -= first  # sequence numbers as the slicer counts them
+                return tx
+
+            if interval:
+                self.reports = IntervalReports(self.client, session, size, interval, on_interval)
+                tx = self.reports.send(send_slice, self.duration)
+            else:
+                tx = send_slice(0, self.duration)
+            tx["sent"] += first
+            if first_error:
+                tx["errors"][first_error] = tx["errors"].get(first_error, 0) + 1
+        learned = sockopts.route_mtu(sock)
+        if learned and learned < self.sender_mtu:
+            # An ICMP "fragmentation needed" arrived during the run: the kernel now fragments
+            # (or refuses, with DF) at the smaller size.
+            self.sender_mtu = learned
+            self.mtu = min(self.mtu, learned)
         self.sender_counters = kernel.delta(before, kernel.snapshot(self.client.v6))
         self.tx = tx
         return tx
@@ -202,21 +250,40 @@ class Flow:
         finally:
             self.sock.close()
         row = make_row(self.client, self.size, self.choice, self.duration, self.rate_bps, tx, report,
-                       self.sender_counters, self.mtu)
+                       self.sender_counters, self.mtu, self.sender_mtu)
         row["rcvbuf"] = self.started.get("rcvbuf", 0)
+        row["df"] = self.df
+        row["sendable"] = tx["sent"] > 0 or not tx["errors"]
+        row["send_error"] = "" if row["sendable"] else errno_name(max(tx["errors"], key=tx["errors"].get))
         row["_session"] = self.session
         if tx["interrupt"] is not None:
             row["interrupted"] = True
             row["_interrupt"] = tx["interrupt"]
+        if self.reports is not None:
+            row["intervals"] = self.reports.finish(report, tx["sent"])
         return row
 
 
-def _nothing_sent(fd: int, size: int, session: int) -> dict:
-    """The send loop's result for a flow that never sent: the loop itself, stopped before it began."""
+def _send_first(sock: socket.socket, session: int, size: int) -> int:
+    """Send sequence number 0 from Python: 0 if the kernel took it, else the errno."""
+    try:
+        sock.send(wire.datagram(wire.Kind.DATA, session, 0, size, time.time_ns()))
+    except OSError as exc:
+        return exc.errno or errno.EIO
+    return 0
+
+
+def _nothing_sent(fd: int, size: int, session: int, err: int | None = None) -> dict:
+    """The send loop's result for a flow that sent nothing (``err``: the kernel refused the one
+    datagram tried): the loop itself, stopped before it began, so every key is there."""
     stop = _fast.StopFlag()
     stop.set()
-    return _fast.send_datagrams(fd, _fast.ENGINE_SEND, size, session, 0, 1.0, 0.0, stop=stop,
-                                check_signals=False)
+    tx = _fast.send_datagrams(fd, _fast.ENGINE_SEND, size, session, 0, 1.0, 0.0, stop=stop,
+                              check_signals=False)
+    if err:
+        tx["errors"] = {err: 1}
+        tx["syscalls"] = 1
+    return tx
 
 
 @contextlib.contextmanager
@@ -248,7 +315,8 @@ def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embe
 
 
 def make_row(client: Client, size: int, engine: "engines.Choice | str", duration: float,
-             rate_bps: float | None, tx: dict, report: dict, sender_counters: dict, mtu: int) -> dict:
+             rate_bps: float | None, tx: dict, report: dict, sender_counters: dict, mtu: int,
+             sender_mtu: int | None = None) -> dict:
     """One row: what was sent, what arrived, and what each number means per DESIGN.md."""
     choice = engine if isinstance(engine, engines.Choice) else engines.Choice(engine, engine)
     elapsed = tx["elapsed_ns"] / 1e9 or duration
@@ -256,8 +324,9 @@ def make_row(client: Client, size: int, engine: "engines.Choice | str", duration
     received = report.get("received", 0)
     lost = sent - received
     try:
-        fragments = frag.fragments(size, mtu, client.v6)
-        wire_per_datagram = frag.wire_bytes(size, mtu, client.v6)
+        packets = frag.fragment_sizes_on_path(size, sender_mtu or mtu, mtu, client.v6)
+        fragments = len(packets)
+        wire_per_datagram = frag.wire_bytes_of(packets)
     except ValueError:
         fragments, wire_per_datagram = 0, 0
     span_ns = report.get("max_transit_ns", 0) - report.get("min_transit_ns", 0)
@@ -301,20 +370,21 @@ def make_row(client: Client, size: int, engine: "engines.Choice | str", duration
         "jitter_ms": report.get("jitter_ms", 0.0),
         "delay_spread_ms": span_ns / 1e6 if received else 0.0,
         "path_mtu": mtu,
+        "sender_mtu": sender_mtu or mtu,
         "fragments": fragments,
         "syscalls": tx["syscalls"],
         "batch": tx["batch"],
         "gap_target_us": tx["target_gap_ns"] / 1e3,
         "gap_mean_us": tx["gap_mean_ns"] / 1e3,
         "gap_std_us": tx["gap_std_ns"] / 1e3,
-        "gap_p1_us": tx["gap_p1_ns"] / 1e3,
-        "gap_p50_us": tx["gap_p50_ns"] / 1e3,
-        "gap_p99_us": tx["gap_p99_ns"] / 1e3,
-        "gap_p999_us": tx["gap_p999_ns"] / 1e3,
+        "gap_p1_us": tx.get("gap_p1_ns", 0) / 1e3,
+        "gap_p50_us": tx.get("gap_p50_ns", 0) / 1e3,
+        "gap_p99_us": tx.get("gap_p99_ns", 0) / 1e3,
+        "gap_p999_us": tx.get("gap_p999_ns", 0) / 1e3,
         "gap_max_us": tx["gap_max_ns"] / 1e3,
-        "late_p50_us": tx["late_p50_ns"] / 1e3,
-        "late_p99_us": tx["late_p99_ns"] / 1e3,
-        "late_max_us": tx["late_max_ns"] / 1e3,
+        "late_p50_us": tx.get("late_p50_ns", 0) / 1e3,
+        "late_p99_us": tx.get("late_p99_ns", 0) / 1e3,
+        "late_max_us": tx.get("late_max_ns", 0) / 1e3,
         "schedule_resets": tx["schedule_resets"],
         "foreign": report.get("foreign", 0),
         "socket_drops": report.get("socket_drops") or 0,

@@ -9,6 +9,7 @@ Conversation (client C, server S)::
     C START {session, mode, ...}     S STARTED {data_port, rcvbuf}
     C STOP {sent}                    S REPORT {received, ...}
       ... more START/STOP rounds ...
+    C STATUS {session}               S STATUS {received, highest_seq, ...}   (while RUNNING, any number)
     C BYE                            (close)
 
 Anything that does not fit the state ends the conversation with ``ERROR {message}``.
@@ -44,6 +45,8 @@ SCHEMA: dict[str, dict[str, type | tuple]] = {
     "START": {"session": int, "mode": str},
     "STARTED": {"session": int},
     "STOP": {"session": int},
+    # C asks for, S answers with, the receiver's counts so far (interim reports, `blast --interval`)
+    "STATUS": {"session": int},
     "REPORT": {"session": int},
     "BYE": {},
     "ERROR": {"message": str},
@@ -162,7 +165,8 @@ class ServerState(enum.Enum):
 SERVER_TRANSITIONS: dict[ServerState, dict[str, ServerState]] = {
     ServerState.AWAIT_HELLO: {"HELLO": ServerState.READY},
     ServerState.READY: {"START": ServerState.RUNNING, "BYE": ServerState.CLOSED},
-    ServerState.RUNNING: {"STOP": ServerState.READY, "BYE": ServerState.CLOSED},
+    ServerState.RUNNING: {"STOP": ServerState.READY, "BYE": ServerState.CLOSED,
+                          "STATUS": ServerState.RUNNING},
     ServerState.CLOSED: {},
 }
 

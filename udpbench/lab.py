@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -194,6 +195,21 @@ class Lab:
     def popen(self, node: str, argv, **kwargs) -> subprocess.Popen:
         """``subprocess.Popen`` inside a node's namespace. The caller waits for it or kills it."""
         return subprocess.Popen(self._netns_argv(node, argv), **kwargs)
+
+    def serve(self, *extra: str, v6: bool = False, timeout: float = 20.0) -> subprocess.Popen:
+        """Start `udpbench serve` bound to the server node's address; returns once it listens.
+        The caller terminates it (``lab.down()`` also ends it)."""
+        address = self.address("server", v6=v6)
+        server = self.popen("server", [sys.executable, "-m", "udpbench", "serve", "--bind", address,
+                                       "--quiet", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ready, _, _ = select.select([server.stdout], [], [], timeout)
+        line = server.stdout.readline() if ready else ""
+        if "serving on" not in line:
+            server.kill()
+            _, err = server.communicate()
+            raise UserError(f"the lab's server did not start: {line.strip() or err.strip()}")
+        return server
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -623,6 +639,9 @@ def add_parser(commands):
 
     down = actions.add_parser("down", parents=[prefix], help="remove the lab (idempotent)")
     down.set_defaults(lab_func=_run_down)
+
+    from . import demo  # the demo builds its own lab (prefix ubdemo)
+    demo.add_action(actions, parents=[])
     parser.set_defaults(func=run)
 
 

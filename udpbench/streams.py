@@ -12,6 +12,7 @@ import threading
 
 from . import _fast, frag, kernel, stats
 from .client import Client
+from .errors import UserError
 
 # Counts that add up over streams; the rest is recomputed or taken as the worst stream's.
 SUMMED = ("sent", "send_errors", "received", "duplicates", "reordered", "late", "lost", *stats.CAUSES,
@@ -26,10 +27,14 @@ PER_STREAM = ("engine", "sent", "received", "lost", *stats.CAUSES, "duplicates",
 
 
 def blast_streams(client: Client, streams: int, size: int, duration: float, rate_bps: float | None,
-                  engine: str = "auto", rcvbuf: int | None = None, path_mtu: int | None = None) -> dict:
+                  engine: str = "auto", rcvbuf: int | None = None, path_mtu: int | None = None,
+                  df: bool = False, *, interval: float | None = None, on_interval=None) -> dict:
     """One row for ``streams`` parallel sessions of ``size``-byte datagrams (1: a plain blast)."""
     if streams <= 1:
-        return client.blast(size, duration, rate_bps, engine, rcvbuf, path_mtu)
+        return client.blast(size, duration, rate_bps, engine, rcvbuf, path_mtu, df,
+                            interval=interval, on_interval=on_interval)
+    if interval:
+        raise UserError("--interval reports one stream; leave it out with --streams")
     stream_rate = rate_bps / streams if rate_bps else rate_bps
     clients = [client]
     flows = []
@@ -41,7 +46,7 @@ def blast_streams(client: Client, streams: int, size: int, duration: float, rate
         for _ in range(streams - 1):
             clients.append(client.sibling())
         for c in clients:
-            flows.append(c.start_blast(size, duration, stream_rate, engine, rcvbuf, path_mtu))
+            flows.append(c.start_blast(size, duration, stream_rate, engine, rcvbuf, path_mtu, df))
 
         def send(flow):
             try:
