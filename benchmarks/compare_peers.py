@@ -71,8 +71,10 @@ def wait_port(port: int, timeout: float = 5.0, udp: bool = False) -> None:
 
 
 def stop(proc: subprocess.Popen) -> None:
+    """End a server this script started. SIGTERM, not SIGINT: a shell without job control
+    starts background jobs with SIGINT ignored, and their children inherit that."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
