@@ -177,6 +177,11 @@ def run_c_reference(exe: Path, engine: str, size: int, duration: float) -> dict:
 
 # --- the machine -------------------------------------------------------------------------------
 
+def _tool_order(tool: str) -> int:
+    order = ["iperf3", "sockperf"] + [f"udpbench {e}" for e in ENGINES] + [f"c-reference {e}" for e in ENGINES]
+    return order.index(tool) if tool in order else len(order)
+
+
 def machine() -> dict:
     model = ""
     try:
@@ -211,7 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds; the table shows medians (default 3)")
     p.add_argument("--no-c", action="store_true", help="skip the C reference")
     p.add_argument("--output", type=Path, help="JSON file (default results/benchmark-TIME.json)")
+    p.add_argument("--show", type=Path, metavar="JSON", help="print the table of an earlier run and exit")
     args = p.parse_args(argv)
+    if args.show:
+        doc = json.loads(args.show.read_text())
+        tools = list(dict.fromkeys(r["tool"] for r in doc["runs"]))
+        doc["summary"] = summarize(doc["runs"], doc["sizes"], sorted(tools, key=_tool_order))
+        print(table(doc))
+        return 0
     sizes = [int(s) for s in args.sizes.split(",")]
     if not 0 < args.duration <= 60 or not 1 <= args.rounds <= 20:
         p.error("duration must be in (0, 60] s and rounds in 1..20")
@@ -251,19 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             udpbench.close()
         load_after = loadavg()
 
-    summary = []
-    for size in sizes:
-        base = {r["round"]: r["delivered_pps"] for r in runs if r["tool"] == "iperf3" and r["size"] == size}
-        for tool in tools:
-            mine = [r for r in runs if r["tool"] == tool and r["size"] == size]
-            ratios = [r["delivered_pps"] / base[r["round"]] for r in mine if base.get(r["round"])]
-            summary.append({
-                "tool": tool, "size": size,
-                "delivered_pps": statistics.median(r["delivered_pps"] for r in mine),
-                "sent_pps": statistics.median(r["sent_pps"] for r in mine),
-                "ratio_to_iperf3": statistics.median(ratios) if ratios else None,
-                "ratio_range": [min(ratios), max(ratios)] if ratios else None,
-            })
+    summary = summarize(runs, sizes, tools)
     document = {
         "benchmark": "udpbench loopback delivered datagrams/s vs iperf3 and sockperf",
         "started": started, "machine": machine(), "load_before": load_before, "load_after": load_after,
@@ -278,6 +278,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def summarize(runs: list[dict], sizes: list[int], tools: list[str]) -> list[dict]:
+    """Medians per tool and size; ratios are medians of per-round ratios to iperf3."""
+    summary = []
+    for size in sizes:
+        base = {r["round"]: r for r in runs if r["tool"] == "iperf3" and r["size"] == size}
+        for tool in tools:
+            mine = [r for r in runs if r["tool"] == tool and r["size"] == size]
+            if not mine:
+                continue
+            ratios = [r["delivered_pps"] / base[r["round"]]["delivered_pps"] for r in mine
+                      if r["round"] in base and base[r["round"]]["delivered_pps"]]
+            sent_ratios = [r["sent_pps"] / base[r["round"]]["sent_pps"] for r in mine
+                           if r["round"] in base and base[r["round"]]["sent_pps"]]
+            summary.append({
+                "tool": tool, "size": size,
+                "delivered_pps": statistics.median(r["delivered_pps"] for r in mine),
+                "sent_pps": statistics.median(r["sent_pps"] for r in mine),
+                "ratio_to_iperf3": statistics.median(ratios) if ratios else None,
+                "ratio_range": [min(ratios), max(ratios)] if ratios else None,
+                "sent_ratio_to_iperf3": statistics.median(sent_ratios) if sent_ratios else None,
+            })
+    return summary
+
+
 def table(doc: dict) -> str:
     m = doc["machine"]
     lines = [
@@ -285,13 +309,16 @@ def table(doc: dict) -> str:
         f"{m['cpu_model']}, Linux {m['kernel']}; load average {doc['load_before'][0]:.2f} before, "
         f"{doc['load_after'][0]:.2f} after.",
         "",
-        "| tool | payload B | delivered datagrams/s | sent datagrams/s | delivered / iperf3 (range) |",
-        "|---|---:|---:|---:|---:|",
+        "| tool | payload B | delivered datagrams/s | sent datagrams/s | delivered / iperf3 (range over rounds) "
+        "| sent / iperf3 sent |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for s in doc["summary"]:
         ratio = "-" if s["ratio_to_iperf3"] is None else (
             f"{s['ratio_to_iperf3']:.2f}x ({s['ratio_range'][0]:.2f}-{s['ratio_range'][1]:.2f})")
-        lines.append(f"| {s['tool']} | {s['size']} | {s['delivered_pps']:,.0f} | {s['sent_pps']:,.0f} | {ratio} |")
+        sent = "-" if s.get("sent_ratio_to_iperf3") is None else f"{s['sent_ratio_to_iperf3']:.2f}x"
+        lines.append(f"| {s['tool']} | {s['size']} | {s['delivered_pps']:,.0f} | {s['sent_pps']:,.0f} | {ratio} "
+                     f"| {sent} |")
     return "\n".join(lines)
 
 
