@@ -7,7 +7,7 @@ import sys
 from . import results, wire
 from .client import connect
 from .report import blast_summary
-from .sweep import add_common_arguments, default_rate
+from .sweep import add_common_arguments, default_rate, token_of
 from .units import positive_seconds
 
 
@@ -28,7 +28,7 @@ def run(args) -> int:
     except wire.WireError as exc:
         from .errors import UserError
         raise UserError(str(exc)) from None
-    with connect(args.host, args.port, args.family) as client:
+    with connect(args.host, args.port, args.family, token=token_of(args)) as client:
         rate = args.rate if args.rate is not None else default_rate(client.server_addr[0])
         row = client.blast(args.size, args.duration, rate, args.engine)
     if args.json:

@@ -3,14 +3,18 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import secrets
+import select
 import socket
+import sys
 import time
 
 from . import __version__, _fast, control, frag, kernel, sockopts, wire
 from .control import PeerClosed, PeerError, ProtocolError
 from .errors import MeasurementError, UserError
 from .server import DEFAULT_PORT, Server
+from .units import format_rate
 
 ENGINES = {"send": _fast.ENGINE_SEND, "mmsg": _fast.ENGINE_MMSG, "gso": _fast.ENGINE_GSO}
 CONNECT_TIMEOUT_S = 3.0
@@ -45,8 +49,12 @@ class Client:
     """A control connection to one server, over which any number of measurements run."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, family: int | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT_S):
+                 connect_timeout: float = CONNECT_TIMEOUT_S, token: str | None = None):
+        """``token``: the shared secret to prove if the server asks; None takes $UDPBENCH_TOKEN, "" none."""
         self.host = host
+        self.token = control.resolve_token(token) if token is None else (token or None)
+        self.authenticated = False
+        self._noticed: set[str] = set()
         self.family, self.server_addr = resolve(host, port, family)
         self.port = self.server_addr[1]
         where = format_hostport(self.server_addr[0], self.port)
@@ -71,10 +79,68 @@ class Client:
             self.channel.send({"type": "HELLO", "version": control.PROTOCOL_VERSION,
                                "client": f"udpbench {__version__}"})
             self.hello = self.channel.expect("HELLO")
-        except (PeerError, ProtocolError, TimeoutError, OSError) as exc:
+        except PeerError as exc:  # e.g. "server busy"
+            self.channel.close()
+            raise MeasurementError(f"server {where} refused: {exc}") from None
+        except (ProtocolError, TimeoutError, OSError) as exc:
             self.channel.close()
             raise MeasurementError(f"{where} did not greet as a udpbench server: {exc}") from None
+        try:
+            self._authenticate()
+        except BaseException:
+            self.channel.close()
+            raise
         self.v6 = self.family == socket.AF_INET6
+
+    def _authenticate(self) -> None:
+        """Prove the token if the server asks for one, and check the server's proof in turn."""
+        method = self.hello.get("auth")
+        if method is None:
+            if self.token:
+                # Decision: go on. The token guards the server; a server that asks for none
+                # lets anyone measure, so withholding ours would protect nothing. Say so.
+                self.notice(f"server {self.where} does not require a token; --token/UDPBENCH_TOKEN unused")
+            return
+        if method != control.AUTH_METHOD:
+            raise MeasurementError(f"server {self.where} asks for authentication {str(method)[:40]!r}, "
+                                   f"which this udpbench does not speak: upgrade udpbench")
+        if not self.token:
+            with contextlib.suppress(OSError):
+                self.channel.send({"type": "BYE"})
+            raise UserError(f"{self.where}: {control.NEED_TOKEN}")
+        server_nonce = self.hello.get("nonce")
+        if not control.valid_nonce(server_nonce):
+            raise MeasurementError(f"server {self.where} sent no usable nonce to authenticate against")
+        nonce = control.new_nonce()
+        try:
+            self.channel.send({"type": "AUTH", "nonce": nonce,
+                               "mac": control.auth_mac(self.token, "client", server_nonce, nonce)})
+            ok = self.channel.expect("AUTH_OK")
+        except PeerError as exc:
+            if str(exc) == control.AUTH_FAILED:
+                raise UserError(f"{self.where}: {control.AUTH_FAILED}: the server holds another token "
+                                f"(check --token or UDPBENCH_TOKEN)") from None
+            raise MeasurementError(f"server {self.where} refused: {exc}") from None
+        except (ProtocolError, TimeoutError, OSError) as exc:
+            raise MeasurementError(f"authenticating to {self.where} failed: {exc}") from None
+        if not control.check_mac(self.token, "server", server_nonce, nonce, ok["mac"]):
+            raise MeasurementError(f"{self.where}: {control.AUTH_FAILED}: the server could not prove "
+                                   f"it holds the token")
+        self.authenticated = True
+
+    def notice(self, text: str) -> None:
+        """One line on stderr, once per connection: a clamp or an unused token is worth knowing."""
+        if text not in self._noticed:
+            self._noticed.add(text)
+            print(f"udpbench: {text}", file=sys.stderr, flush=True)
+
+    def alive(self) -> bool:
+        """False if the server has closed the control connection (or said something unasked)."""
+        try:
+            readable, _, _ = select.select([self.channel.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     @property
     def where(self) -> str:
@@ -124,6 +190,8 @@ class Client:
             if rcvbuf:
                 start["rcvbuf"] = rcvbuf
             started = self._converse(start, "STARTED")
+            asked_duration, asked_rate = duration, rate_bps or 0.0
+            duration, rate_bps, clamped = self._granted(started, duration, asked_rate)
             before = kernel.snapshot(self.v6)
             rate_pps = (rate_bps / (8.0 * size)) if rate_bps else 0.0
             tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, 0, duration, rate_pps)
@@ -131,10 +199,36 @@ class Client:
             report = self._converse({"type": "STOP", "session": session, "sent": tx["sent"]}, "REPORT")
         row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu)
         row["rcvbuf"] = started.get("rcvbuf", 0)
+        row["duration_requested_s"] = float(asked_duration)
+        row["duration_granted_s"] = float(duration)
+        row["rate_requested_bps"] = float(asked_rate)
+        row["clamped"] = ",".join(clamped)
+        row["authenticated"] = self.authenticated
         if tx["interrupt"] is not None:
             row["interrupted"] = True
             row["_interrupt"] = tx["interrupt"]
         return row
+
+    def _granted(self, started: dict, duration: float, rate_bps: float) -> tuple[float, float, list[str]]:
+        """The duration and rate to use: the server's grant, never more than the user asked.
+
+        A server without limits grants what was asked (or, being older, says nothing).
+        """
+        granted = started.get("granted")
+        if not isinstance(granted, dict):
+            return duration, rate_bps, []
+        clamped = []
+        g_duration, g_rate = granted.get("duration_s"), granted.get("rate_bps")
+        if _positive(g_duration) and g_duration < duration:
+            self.notice(f"server {self.where} clamped the duration to {g_duration:g} s (asked {duration:g} s)")
+            duration = float(g_duration)
+            clamped.append("duration_s")
+        if _positive(g_rate) and (rate_bps == 0 or g_rate < rate_bps):
+            asked = "max" if rate_bps == 0 else format_rate(rate_bps)
+            rate_bps = float(g_rate)
+            clamped.append("rate_bps")
+            self.notice(f"server {self.where} clamped the rate to {format_rate(rate_bps)} (asked {asked})")
+        return duration, rate_bps, clamped
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -148,27 +242,34 @@ class Client:
         self.close()
 
 
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
 class ServerAbsent(UserError):
     """Nothing is listening where the user pointed udpbench."""
 
 
 @contextlib.contextmanager
-def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embedded: bool = True):
+def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embedded: bool = True,
+            token: str | None = None):
     """A Client for ``host``; for a loopback host with no server listening, an embedded one.
 
-    The embedded server listens on a free port of the same loopback address and is closed
-    when the block ends.
+    The embedded server listens on a free port of the same loopback address, holds the same
+    token as the client (so the handshake is the one a real server runs) and is closed when
+    the block ends. ``token`` as for ``Client``.
     """
+    token = control.resolve_token() if token is None else token
     try:
-        client = Client(host, port, family)
+        client = Client(host, port, family, token=token or "")
         server = None
     except ServerAbsent:
         fam, addr = resolve(host, port, family)
         if not (embedded and is_loopback(addr[0])):
             raise
-        server = Server(addr[0], 0).start()
+        server = Server(addr[0], 0, token=token or None).start()
         try:
-            client = Client(addr[0], server.port, fam)
+            client = Client(addr[0], server.port, fam, token=token or "")
         except BaseException:
             server.close()
             raise

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, frag, results, wire
+from . import __version__, control, frag, results, wire
 from .client import DEFAULT_LAN_RATE_BPS, ENGINES, connect, is_loopback
 from .errors import MeasurementError, UserError
 from .report import print_table
@@ -67,14 +67,35 @@ def default_output() -> Path:
     return Path("results") / time.strftime("sweep-%Y%m%d-%H%M%S")
 
 
+def redact(argv: list[str]) -> list[str]:
+    """The command line without the token's value: result files get shared, secrets must not."""
+    out, hide = [], False
+    for arg in argv:
+        if hide:
+            out.append("***")
+            hide = False
+        elif arg == "--token":
+            out.append(arg)
+            hide = True
+        elif arg.startswith("--token="):
+            out.append("--token=***")
+        else:
+            out.append(arg)
+    return out
+
+
 def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: float | None,
               engine: str, port: int = DEFAULT_PORT, family: int | None = None,
               output: Path | None = None, points: int = DEFAULT_POINTS, progress: bool = True,
-              argv: list[str] | None = None) -> tuple[dict, list[dict], Path | None]:
-    """Run the sweep; save after every row. Returns (meta, rows, npz path)."""
+              argv: list[str] | None = None, token: str | None = None) -> tuple[dict, list[dict], Path | None]:
+    """Run the sweep; save after every row. Returns (meta, rows, npz path).
+
+    A failed row raises MeasurementError naming it, after the finished rows are saved; Ctrl-C
+    raises SweepInterrupted after the finished rows (and the interrupted one, marked) are saved.
+    """
     meta = {
         "tool": "udpbench", "version": __version__,
-        "command": shlex.join(["udpbench", *argv]) if argv else None,
+        "command": shlex.join(["udpbench", *redact(argv)]) if argv else None,
         "kernel": platform.release(), "machine": platform.machine(), "hostname": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": engine, "duration_s": duration,
         "hosts": [],
@@ -90,7 +111,7 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
     with contextlib.ExitStack() as stack:
         clients = []
         for host in hosts:
-            client = stack.enter_context(connect(host, port, family))
+            client = stack.enter_context(connect(host, port, family, token=token))
             mtu = client.path_mtu()
             meta["hosts"].append({"host": host, "address": client.server_addr[0], "port": client.port,
                                   "family": 6 if client.v6 else 4, "path_mtu": mtu,
@@ -110,23 +131,32 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
         meta["sizes"] = sizes
         total = len(sizes) * len(clients)
         with Progress(total, progress) as bar:
-            for client, mtu in clients:
-                host_rate = rate if rate is not None else default_rate(client.server_addr[0])
-                for size in sizes:
-                    bar.step(f"{client.host} {size} B")
-                    try:
-                        row = client.blast(size, duration, host_rate, engine, path_mtu=mtu)
-                    except MeasurementError as exc:
+            try:
+                for client, mtu in clients:
+                    if not client.alive():
+                        # The server ended an idle connection while other hosts ran: connect again.
+                        client = stack.enter_context(connect(client.host, port, family, token=token))
+                    host_rate = rate if rate is not None else default_rate(client.server_addr[0])
+                    for size in sizes:
+                        bar.step(f"{client.host} {size} B")
+                        try:
+                            row = client.blast(size, duration, host_rate, engine, path_mtu=mtu)
+                        except MeasurementError as exc:
+                            checkpoint()
+                            kept = f"; {len(rows)} finished row(s) kept in {saved}" if saved else ""
+                            raise MeasurementError(f"row {len(rows) + 1} ({client.host}, {size} B) failed: "
+                                                   f"{exc}{kept}") from None
+                        rows.append(row)
+                        if row.get("interrupted"):
+                            raise KeyboardInterrupt
                         checkpoint()
-                        kept = f"; {len(rows)} finished row(s) kept in {saved}" if saved else ""
-                        raise MeasurementError(f"row {len(rows) + 1} ({client.host}, {size} B) failed: "
-                                               f"{exc}{kept}") from None
-                    if row.get("interrupted"):
-                        checkpoint()
-                        raise SweepInterrupted(rows, saved)
-                    rows.append(row)
-                    checkpoint()
-                    bar.advance()
+                        bar.advance()
+            except KeyboardInterrupt:
+                # Whenever Ctrl-C lands (mid-blast, waiting for a REPORT, mid-save), save again:
+                # the write is atomic, so the file holds every finished row and loads.
+                meta["interrupted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                checkpoint()
+                raise SweepInterrupted(rows, saved) from None
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     checkpoint()
     return meta, rows, saved
@@ -136,6 +166,10 @@ class SweepInterrupted(KeyboardInterrupt):
     def __init__(self, rows, saved):
         super().__init__()
         self.rows, self.saved = rows, saved
+
+    @property
+    def finished(self) -> int:
+        return sum(1 for r in self.rows if not r.get("interrupted"))
 
 
 def add_parser(commands) -> None:
@@ -168,6 +202,15 @@ def add_common_arguments(p) -> None:
     p.add_argument("--engine", choices=list(ENGINES), default="send",
                    help="send: one send() per datagram; mmsg: sendmmsg batches; gso: UDP segmentation offload")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
+    p.add_argument("--token", default=None, metavar="SECRET",
+                   help=f"shared secret for a server that requires one (default: ${control.TOKEN_ENV}); "
+                        f"other local users can read a command line: prefer the variable or --token-file")
+    p.add_argument("--token-file", default=None, metavar="FILE", help="read the token from FILE's first line")
+
+
+def token_of(args) -> str:
+    """The token the options or the environment give ("" for none)."""
+    return control.resolve_token(args.token, args.token_file) or ""
 
 
 def run(args) -> int:
@@ -178,9 +221,10 @@ def run(args) -> int:
     try:
         meta, rows, saved = run_sweep(args.hosts, args.sizes, args.duration, args.rate, args.engine,
                                       args.port, args.family, output, args.points,
-                                      progress=not args.json, argv=argv)
+                                      progress=not args.json, argv=argv, token=token_of(args))
     except SweepInterrupted as stop:
-        where = f"; {len(stop.rows)} finished row(s) saved in {stop.saved}" if stop.saved else ""
+        partial = " and the interrupted one" if len(stop.rows) > stop.finished else ""
+        where = f"; {stop.finished} finished row(s){partial} saved in {stop.saved}" if stop.saved else ""
         print(f"udpbench: sweep interrupted{where}", file=sys.stderr)
         return 130
     if args.json:
