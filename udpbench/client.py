@@ -177,7 +177,10 @@ class Client:
         fast as the kernel takes them. If a signal interrupts the blast, the row still comes
         back, marked ``interrupted``, after the server has reported.
         """
-        wire.check_size(size, self.v6)
+        try:
+            wire.check_size(size, self.v6)
+        except wire.WireError as exc:
+            raise UserError(str(exc)) from None
         if engine not in ENGINES:
             raise UserError(f"unknown engine {engine!r}: choose from {', '.join(ENGINES)}")
         session = secrets.randbits(64)

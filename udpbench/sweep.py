@@ -127,7 +127,10 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
             meta["plan"] = {"kind": "given"}
         for client, _ in clients:
             for size in sizes:
-                wire.check_size(size, client.v6)
+                try:
+                    wire.check_size(size, client.v6)
+                except wire.WireError as exc:
+                    raise UserError(f"{client.host}: {exc}") from None
         meta["sizes"] = sizes
         total = len(sizes) * len(clients)
         with Progress(total, progress) as bar:
@@ -192,7 +195,7 @@ def add_parser(commands) -> None:
 
 def add_common_arguments(p) -> None:
     """Options blast and sweep share."""
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
     fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
@@ -206,6 +209,16 @@ def add_common_arguments(p) -> None:
                    help=f"shared secret for a server that requires one (default: ${control.TOKEN_ENV}); "
                         f"other local users can read a command line: prefer the variable or --token-file")
     p.add_argument("--token-file", default=None, metavar="FILE", help="read the token from FILE's first line")
+
+
+def port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise UserError(f"port {text!r} is not a number") from None
+    if not 1 <= port <= 65535:
+        raise UserError(f"port {port} is outside 1-65535")
+    return port
 
 
 def token_of(args) -> str:
