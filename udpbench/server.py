@@ -193,6 +193,7 @@ class Server:
         self.max_duration = max_duration
         self.max_rate_bps = max_rate_bps  # 0: no limit
         self.session_grace = session_grace
+        self.idle_timeout = IDLE_TIMEOUT_S
         self.token = token or None
         self.log = log
         self.refused = 0  # connections refused: busy, failed authentication, protocol errors
@@ -317,7 +318,7 @@ class Server:
                 elif state in (ServerState.AWAIT_HELLO, ServerState.AWAIT_AUTH):
                     timeout = HANDSHAKE_TIMEOUT_S
                 else:
-                    timeout = IDLE_TIMEOUT_S
+                    timeout = self.idle_timeout
                 msg = channel.recv(timeout=timeout)
                 new_state = control.next_server_state(state, msg, auth_required=self.token is not None)
                 kind = msg["type"]
