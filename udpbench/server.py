@@ -69,7 +69,7 @@ def _listen_pair(family: int, address: str, port: int) -> tuple[socket.socket, s
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         tcp.bind((address, port))
-        tcp.listen(64)
+        tcp.listen(1024)  # a burst of connections waits in the queue, not in SYN retries
         udp.bind((address, tcp.getsockname()[1]))
     except OSError:
         tcp.close()
