@@ -632,3 +632,30 @@ def test_show_in_a_real_process_prints_no_traceback(tmp_path):
                           text=True, timeout=60, env=env)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+
+
+def test_a_peer_dribbling_a_frame_cannot_hold_a_session_slot(make_server, monkeypatch):
+    """The handshake timeout bounds a whole frame, not each byte of it (slowloris)."""
+    import udpbench.server as server_module
+
+    monkeypatch.setattr(server_module, "HANDSHAKE_TIMEOUT_S", 0.5)
+    server = make_server(max_sessions=1)
+    frame = control.encode({"type": "HELLO", "version": control.PROTOCOL_VERSION, "pad": "x" * 200})
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        assert wait_for(lambda: server.active_sessions == 1)
+        start = time.monotonic()
+        closed = False
+        for byte in frame:
+            try:
+                conn.send(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            if server.active_sessions == 0:
+                closed = True
+                break
+            time.sleep(0.1)
+        assert closed, "the server waited for the whole dribbled frame"
+        assert time.monotonic() - start < 10  # the frame would take 20 s to dribble
+    with Client("127.0.0.1", server.port) as client:
+        assert client.blast(100, 0.05, 1e6)["received"] > 0

@@ -30,6 +30,7 @@ import os
 import secrets
 import socket
 import struct
+import time
 
 from .errors import UserError
 
@@ -125,9 +126,16 @@ class Channel:
         sock.settimeout(timeout)
         self.peer = sock.getpeername()
 
-    def _read_exactly(self, n: int) -> bytes:
+    def _read_exactly(self, n: int, deadline: float | None) -> bytes:
         chunks = []
         while n:
+            if deadline is not None:
+                # The timeout bounds the whole frame, not each recv: a peer dribbling one
+                # byte at a time cannot hold a session slot forever.
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout
+                self.sock.settimeout(remaining)
             chunk = self.sock.recv(min(n, 65536))
             if not chunk:
                 raise PeerClosed("control connection closed by peer")
@@ -140,18 +148,17 @@ class Channel:
 
     def recv(self, timeout: float | None = ...) -> dict:
         """The next message; raises PeerError for an ERROR frame, TimeoutError, ProtocolError."""
-        if timeout is not ...:
-            self.sock.settimeout(timeout)
+        limit = self.timeout if timeout is ... else timeout
+        deadline = None if limit is None else time.monotonic() + limit
         try:
-            (length,) = LENGTH.unpack(self._read_exactly(LENGTH.size))
+            (length,) = LENGTH.unpack(self._read_exactly(LENGTH.size, deadline))
             if length > MAX_FRAME:
                 raise ProtocolError(f"control frame of {length} bytes exceeds the {MAX_FRAME}-byte cap")
-            msg = decode(self._read_exactly(length))
+            msg = decode(self._read_exactly(length, deadline))
         except socket.timeout:
             raise TimeoutError("no answer on the control channel") from None
         finally:
-            if timeout is not ...:
-                self.sock.settimeout(self.timeout)
+            self.sock.settimeout(self.timeout)
         if msg["type"] == "ERROR":
             raise PeerError(msg["message"])
         return msg
