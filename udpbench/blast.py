@@ -6,6 +6,7 @@ import sys
 
 from . import results, wire
 from .client import connect
+from .errors import UserError
 from .report import blast_summary
 from .sweep import add_common_arguments, default_rate, token_of
 from .units import positive_seconds
@@ -26,7 +27,6 @@ def run(args) -> int:
     try:
         wire.check_size(args.size)
     except wire.WireError as exc:
-        from .errors import UserError
         raise UserError(str(exc)) from None
     with connect(args.host, args.port, args.family, token=token_of(args)) as client:
         rate = args.rate if args.rate is not None else default_rate(client.server_addr[0])

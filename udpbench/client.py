@@ -10,7 +10,7 @@ import socket
 import sys
 import time
 
-from . import __version__, _fast, control, frag, kernel, sockopts, wire
+from . import __version__, _fast, control, frag, kernel, sockopts, stats, wire
 from .control import PeerClosed, PeerError, ProtocolError
 from .errors import MeasurementError, UserError
 from .server import DEFAULT_PORT, Server
@@ -180,13 +180,14 @@ class Client:
         try:
             wire.check_size(size, self.v6)
         except wire.WireError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(f"{self.host}: {exc}") from None
         if engine not in ENGINES:
             raise UserError(f"unknown engine {engine!r}: choose from {', '.join(ENGINES)}")
         session = secrets.randbits(64)
         with self.data_socket() as sock:
             sockopts.set_buffers(sock, sndbuf=4 << 20)
-            mtu = path_mtu or sockopts.route_mtu(sock) or 1500
+            sender_mtu = sockopts.route_mtu(sock) or 1500  # where this kernel fragments
+            mtu = path_mtu or sender_mtu
             start = {"type": "START", "session": session, "mode": "blast", "size": size,
                      "duration_s": duration, "rate_bps": rate_bps or 0, "engine": engine,
                      "client_port": sock.getsockname()[1]}
@@ -200,7 +201,7 @@ class Client:
             tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, 0, duration, rate_pps)
             sender_counters = kernel.delta(before, kernel.snapshot(self.v6))
             report = self._converse({"type": "STOP", "session": session, "sent": tx["sent"]}, "REPORT")
-        row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu)
+        row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu, sender_mtu)
         row["rcvbuf"] = started.get("rcvbuf", 0)
         row["duration_requested_s"] = float(asked_duration)
         row["duration_granted_s"] = float(duration)
@@ -285,18 +286,24 @@ def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embe
 
 
 def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: float | None,
-             tx: dict, report: dict, sender_counters: dict, mtu: int) -> dict:
+             tx: dict, report: dict, sender_counters: dict, mtu: int, sender_mtu: int | None = None) -> dict:
     """One row: what was sent, what arrived, and what each number means per DESIGN.md."""
     elapsed = tx["elapsed_ns"] / 1e9 or duration
     sent = tx["sent"]
     received = report.get("received", 0)
     lost = sent - received
     try:
-        fragments = frag.fragments(size, mtu, client.v6)
-        wire_per_datagram = frag.wire_bytes(size, mtu, client.v6)
+        packets = frag.fragment_sizes_on_path(size, sender_mtu or mtu, mtu, client.v6)
+        fragments = len(packets)
+        wire_per_datagram = frag.wire_bytes_of(packets)
     except ValueError:
         fragments, wire_per_datagram = 0, 0
     span_ns = report.get("max_transit_ns", 0) - report.get("min_transit_ns", 0)
+    receiver_counters = report.get("kernel", {})
+    causes = stats.attribute_loss(lost, sndbuf_errors=sender_counters.get("Udp.SndbufErrors", 0),
+                                  socket_drops=report.get("socket_drops"),
+                                  rcvbuf_errors=receiver_counters.get("Udp.RcvbufErrors", 0),
+                                  reasm_fails=receiver_counters.get("Ip.ReasmFails", 0))
     return {
         "host": client.host,
         "address": client.server_addr[0],
@@ -315,6 +322,7 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
         "late": report.get("late", 0),
         "lost": lost,
         "loss_ratio": lost / sent if sent else 0.0,
+        **causes,
         "loss_bursts": report.get("gap_events", 0),
         "longest_loss_burst": report.get("max_gap", 0),
         "max_reorder_distance": report.get("max_reorder", 0),
@@ -326,6 +334,7 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
         "jitter_ms": report.get("jitter_ms", 0.0),
         "delay_spread_ms": span_ns / 1e6 if received else 0.0,
         "path_mtu": mtu,
+        "sender_mtu": sender_mtu or mtu,
         "fragments": fragments,
         "syscalls": tx["syscalls"],
         "batch": tx["batch"],
@@ -336,7 +345,7 @@ def make_row(client: Client, size: int, engine: str, duration: float, rate_bps: 
         "foreign": report.get("foreign", 0),
         "socket_drops": report.get("socket_drops") or 0,
         "sender_counters": sender_counters,
-        "receiver_counters": report.get("kernel", {}),
+        "receiver_counters": receiver_counters,
         "drain_s": report.get("drain_s", 0.0),
     }
 

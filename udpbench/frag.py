@@ -96,8 +96,12 @@ def max_payload_in(k: int, mtu: int, v6: bool = False) -> int:
 
 def wire_bytes(payload: int, mtu: int, v6: bool = False) -> int:
     """Bytes one UDP payload occupies on Ethernet: every fragment framed, padded to 64 bytes."""
-    return sum(max(size, ETHERNET_MIN_PAYLOAD) + ETHERNET_OVERHEAD
-               for size in fragment_sizes(payload, mtu, v6))
+    return wire_bytes_of(fragment_sizes(payload, mtu, v6))
+
+
+def wire_bytes_of(packet_sizes: list[int]) -> int:
+    """Ethernet bytes of these IP packets: 38 bytes of framing each, padded to a 64-byte frame."""
+    return sum(max(size, ETHERNET_MIN_PAYLOAD) + ETHERNET_OVERHEAD for size in packet_sizes)
 
 
 def plan_sizes(mtu: int, v6: bool = False, small: tuple[int, ...] = (64, 512),
@@ -136,3 +140,26 @@ def plan_sizes(mtu: int, v6: bool = False, small: tuple[int, ...] = (64, 512),
     if p < limit:
         sizes.add(limit)
     return sorted(sizes)
+
+
+def fragment_sizes_on_path(payload: int, sender_mtu: int, path_mtu: int, v6: bool = False) -> list[int]:
+    """IP packet sizes one datagram becomes at the bottleneck, when the sender fragments at its
+    own route MTU and an IPv4 router cuts each too-large packet again at the path MTU.
+
+    A sender that never learned the path MTU (ICMP filtered, or no DF datagram ever exceeded it)
+    fragments at its interface MTU, so a 2000-byte payload crosses a 1400-MTU link as 3 packets,
+    not 2. IPv6 routers never fragment: packets above the path MTU are dropped, and the sizes
+    are the sender's.
+    """
+    first_hop = fragment_sizes(payload, sender_mtu, v6)
+    if v6 or sender_mtu <= path_mtu:
+        return first_hop
+    chunk = (path_mtu - IPV4_HEADER) & ~7
+    sizes = []
+    for size in first_hop:
+        left = size - IPV4_HEADER
+        while left > path_mtu - IPV4_HEADER:  # the router's ip_fragment(): 8-byte aligned pieces
+            sizes.append(IPV4_HEADER + chunk)
+            left -= chunk
+        sizes.append(IPV4_HEADER + left)
+    return sizes

@@ -25,14 +25,23 @@ COLUMNS = [
     ("jitter ms", "jitter_ms", lambda v: f"{v:.4f}"),
     ("send err", "send_errors", lambda v: f"{v}"),
 ]
+CAUSE_LABELS = (("loss_sender", "sender"), ("loss_socket", "socket"), ("loss_reassembly", "reasm"),
+                ("loss_network", "network"))
+
+
+def where_lost(row: dict) -> str:
+    """Lost datagrams by cause, e.g. 'socket 16.2k, network 3'; '-' when nothing was lost."""
+    parts = [f"{label} {format_count(row[key])}" for key, label in CAUSE_LABELS if row.get(key)]
+    return ", ".join(parts) or "-"
 
 
 def table(rows: list[dict], title: str | None = None) -> Table:
     t = Table(title=title, header_style="bold", show_edge=False, pad_edge=False)
     for heading, key, _ in COLUMNS:
         t.add_column(heading, justify="left" if key in ("host", "engine") else "right")
+    t.add_column("lost at", justify="left")
     for row in rows:
-        t.add_row(*[fmt(row[key]) if key in row else "-" for _, key, fmt in COLUMNS])
+        t.add_row(*[fmt(row[key]) if key in row else "-" for _, key, fmt in COLUMNS], where_lost(row))
     return t
 
 
@@ -50,6 +59,7 @@ def blast_summary(row: dict) -> str:
         f"  received  {row['received']:>12}   {format_count(row['rx_pps'])} pps  goodput {format_rate(row['goodput_bps'])}",
         f"  lost      {row['lost']:>12}   {100 * row['loss_ratio']:.4g}%   duplicates {row['duplicates']}  "
         f"reordered {row['reordered']}",
+        f"  lost at   {where_lost(row)}",
         f"  jitter    {row['jitter_ms']:.4f} ms   send errors {row['send_errors']}"
         + (f" {row['send_errors_by_errno']}" if row["send_errors"] else ""),
     ]

@@ -229,6 +229,11 @@ def token_of(args) -> str:
 def run(args) -> int:
     if not 1 <= args.points <= 1000:
         raise UserError("--points must be between 1 and 1000")
+    for size in args.sizes or ():
+        try:
+            wire.check_size(size, v6=True)  # the IPv4 limit is checked per host, once resolved
+        except wire.WireError as exc:
+            raise UserError(str(exc)) from None
     output = None if args.no_save else (args.output or default_output())
     argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("udpbench", "__main__.py")) else None
     try:

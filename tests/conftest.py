@@ -1,0 +1,188 @@
+"""Shared fixtures: a neutral working directory, a server on loopback, and the lab. The lab ones build network namespaces (root, ip, nft) and always remove them.
+
+``make_lab(**impairments)`` builds a lab with a prefix unique to this test run (``ubt<pid>x<n>``),
+so a user's own lab (``ub``) is never touched; ``lab`` is one module-wide lab at MTU 1400.
+``netns_script`` runs the small programs in tests/netns/ inside a lab node.
+"""
+from __future__ import annotations
+
+import atexit
+import itertools
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from udpbench.lab import Lab
+from udpbench.server import Server
+
+SCRIPTS = Path(__file__).parent / "netns"
+LAB_MTU = 1400
+_unavailable: list[str] = []  # the reason, found once per session
+
+
+@pytest.fixture(scope="session", autouse=True)
+def neutral_working_directory(tmp_path_factory):
+    """Run from an empty directory, so `python -m udpbench` in a subprocess imports the installed
+    package rather than the source tree (where the compiled core is not built)."""
+    before = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(before)
+
+
+@pytest.fixture
+def loopback_server():
+    """A server on 127.0.0.1 and a free port, closed after the test."""
+    with Server("127.0.0.1", 0) as server:
+        yield server
+
+
+def _lab_unavailable() -> str | None:
+    """Why lab tests cannot run here, or None."""
+    if _unavailable:
+        return _unavailable[0] or None
+    reason = ""
+    if os.geteuid() != 0:
+        reason = "lab tests need root (network namespaces)"
+    elif not shutil.which("ip"):
+        reason = "lab tests need `ip` (iproute2)"
+    elif not shutil.which("nft"):
+        reason = "lab tests need `nft` (nftables)"
+    else:
+        probe = f"ubt{os.getpid()}probe"
+        made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True, timeout=10)
+        if made.returncode != 0:
+            reason = f"cannot create a network namespace: {made.stderr.strip() or made.returncode}"
+        else:
+            subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
+    _unavailable.append(reason)
+    return reason or None
+
+
+def _remove_stale_test_labs() -> None:
+    """Namespaces left by a test run that was killed (its pid is gone): remove them."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+    for line in listing.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        head = name[3:].split("x")[0].split("probe")[0] if name.startswith("ubt") else ""
+        if not head.isdigit() or not name.endswith(("-client", "-router", "-server", "probe")):
+            continue
+        pid = int(head)
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+            continue  # that run is still going
+        except ProcessLookupError:
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10)
+        except PermissionError:
+            continue
+
+
+@pytest.fixture(scope="session")
+def make_lab():
+    """A factory: ``make_lab(mtu=1400, loss=0, rate=None, block_icmp=False)`` -> a Lab that is up.
+    Every lab it made is taken down at the end of the session, whatever happened."""
+    reason = _lab_unavailable()
+    if reason:
+        pytest.skip(reason)
+    _remove_stale_test_labs()
+    made: list[Lab] = []
+    numbers = itertools.count()
+
+    def teardown() -> None:
+        while made:
+            lab = made.pop()
+            try:
+                lab.down()
+            except Exception as exc:  # keep removing the others
+                print(f"could not remove lab {lab.prefix}: {exc}", file=sys.stderr)
+
+    atexit.register(teardown)  # in case the session is cut short
+
+    def make(**impairments) -> Lab:
+        lab = Lab(f"ubt{os.getpid()}x{next(numbers)}", **impairments)
+        made.append(lab)
+        lab.up()
+        return lab
+
+    try:
+        yield make
+    finally:
+        teardown()
+        atexit.unregister(teardown)
+
+
+@pytest.fixture(scope="module")
+def lab(make_lab):
+    """One lab for a module: MTU 1400 on the router-server link, no other impairment."""
+    built = make_lab(mtu=LAB_MTU)
+    try:
+        yield built
+    finally:
+        built.down()
+
+
+class Script:
+    """A tests/netns program running in a lab node: wait for "ready", then for its JSON line."""
+
+    def __init__(self, lab: Lab, node: str, name: str, args: list[str]):
+        self.proc = lab.popen(node, [sys.executable, str(SCRIPTS / name), *map(str, args)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def wait_ready(self, timeout: float = 5.0) -> None:
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if line.strip() != "ready":
+            self.kill()
+            raise AssertionError(f"netns script not ready: {line!r} {self.proc.stderr.read()!r}")
+
+    def result(self, timeout: float = 15.0) -> dict:
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        if self.proc.returncode != 0:
+            raise AssertionError(f"netns script failed ({self.proc.returncode}): {err.strip()}")
+        return json.loads(out.strip().splitlines()[-1])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+
+
+@pytest.fixture
+def netns_script():
+    """``start(lab, node, name, *args)`` -> a Script waiting for "ready" (killed after the test);
+    ``run(lab, node, name, *args)`` -> the JSON the script printed."""
+    started: list[Script] = []
+
+    class Runner:
+        @staticmethod
+        def start(lab: Lab, node: str, name: str, *args) -> Script:
+            script = Script(lab, node, name, list(args))
+            started.append(script)
+            script.wait_ready()
+            return script
+
+        @staticmethod
+        def run(lab: Lab, node: str, name: str, *args, timeout: float = 20.0) -> dict:
+            proc = lab.run(node, [sys.executable, str(SCRIPTS / name), *map(str, args)],
+                           capture_output=True, text=True, timeout=timeout)
+            if proc.returncode != 0:
+                raise AssertionError(f"{name} failed ({proc.returncode}): {proc.stderr.strip()}")
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    try:
+        yield Runner
+    finally:
+        for script in started:
+            script.kill()
