@@ -106,7 +106,7 @@ def decode(payload: bytes) -> dict:
     session = msg.get("session")
     if session is not None and (isinstance(session, bool) or not isinstance(session, int)
                                 or not 0 <= session < 2**64):
-        raise ProtocolError("session id is not an integer in 0 to 2**64-1")
+        raise ProtocolError("session id out of range: it is an integer in 0 to 2**64-1")
     return msg
 
 

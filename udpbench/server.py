@@ -3,20 +3,28 @@
 Each measurement gets its own UDP socket, bound to the server's port and connected to the
 client's data socket (SO_REUSEPORT; the kernel prefers the connected socket), so concurrent
 clients never mix their counts. The unconnected socket on the port answers path-MTU probes
-and echo requests of live sessions only, and counts everything else as foreign.
+and echo requests of live sessions only, and counts everything else as foreign; it also
+answers discovery (rate-limited, never larger than the request; see discover.py).
+
+Replies leave from the address the request was sent to (IP_PKTINFO / IPV6_PKTINFO), so a
+client's connected socket accepts them even when the server listens on all interfaces of a
+host with several addresses.
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import math
 import os
+import random
+import secrets
 import selectors
 import socket
 import sys
 import threading
 import time
 
-from . import __version__, control, kernel, sockopts, wire
+from . import __version__, control, discover, kernel, sockopts, wire
 from ._fast import Receiver
 from .control import PeerError, ProtocolError, ServerState
 from .errors import UserError
@@ -58,6 +66,51 @@ def enable_receive_options(sock: socket.socket) -> None:
         pass
 
 
+def enable_pktinfo(sock: socket.socket) -> None:
+    """Ask for each datagram's destination address, so a reply can leave from it."""
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, sockopts.IPV6_RECVPKTINFO, 1)
+    else:
+        sock.setsockopt(sockopts.SOL_IP, sockopts.IP_PKTINFO, 1)
+
+
+_PKTINFO_SPACE = socket.CMSG_SPACE(max(sockopts.IN_PKTINFO.size, sockopts.IN6_PKTINFO.size))
+
+
+def receive_with_pktinfo(sock: socket.socket) -> tuple[bytes, tuple, tuple | None]:
+    """(payload, source, pktinfo) where pktinfo is (level, type, ifindex, local address bytes).
+
+    For IPv4 the local address is ipi_spec_dst: the request's destination for unicast, the
+    receiving interface's address for a broadcast, i.e. the right source for the reply.
+    """
+    data, ancdata, _flags, addr = sock.recvmsg(65536, _PKTINFO_SPACE)
+    info = None
+    for level, kind, value in ancdata:
+        if level == sockopts.SOL_IP and kind == sockopts.IP_PKTINFO and len(value) >= sockopts.IN_PKTINFO.size:
+            ifindex, spec_dst, _dst = sockopts.IN_PKTINFO.unpack_from(value)
+            info = (level, kind, ifindex, spec_dst)
+        elif level == socket.IPPROTO_IPV6 and kind == sockopts.IPV6_PKTINFO \
+                and len(value) >= sockopts.IN6_PKTINFO.size:
+            dst, ifindex = sockopts.IN6_PKTINFO.unpack_from(value)
+            info = (level, kind, ifindex, dst)
+    return data, addr, info
+
+
+def send_from(sock: socket.socket, data: bytes, addr, pktinfo: tuple | None) -> None:
+    """Send ``data`` to ``addr``, from the local address the request arrived at when known."""
+    if pktinfo is None:
+        sock.sendto(data, addr)
+        return
+    level, kind, ifindex, local = pktinfo
+    if kind == sockopts.IP_PKTINFO:
+        # ifindex 0: let the route pick the interface; ipi_spec_dst sets the source address.
+        value = sockopts.IN_PKTINFO.pack(0, local, bytes(4))
+    else:
+        # Keep the interface for link-local peers, whose address alone does not say which.
+        value = sockopts.IN6_PKTINFO.pack(local, ifindex if local[:2] == b"\xfe\x80" else 0)
+    sock.sendmsg([data], [(level, kind, value)], 0, addr)
+
+
 def _listen_pair(family: int, address: str, port: int) -> tuple[socket.socket, socket.socket]:
     """A TCP listener and a UDP socket on the same address and port number."""
     tcp = socket.socket(family, socket.SOCK_STREAM)
@@ -68,6 +121,7 @@ def _listen_pair(family: int, address: str, port: int) -> tuple[socket.socket, s
             if family == socket.AF_INET6:
                 s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        enable_pktinfo(udp)
         tcp.bind((address, port))
         tcp.listen(1024)  # a burst of connections waits in the queue, not in SYN retries
         udp.bind((address, tcp.getsockname()[1]))
@@ -173,12 +227,49 @@ class Measurement:
         return report
 
 
+def check_drop(drop: float) -> float:
+    """A drop fraction for ``serve --drop``: 0 <= P < 1 (1 would answer nothing at all)."""
+    try:
+        value = float(drop)
+    except (TypeError, ValueError):
+        raise UserError(f"--drop {drop!r} is not a number: give a fraction like 0.5") from None
+    if not 0.0 <= value < 1.0:  # also refuses NaN
+        raise UserError(f"--drop {drop} must be a fraction with 0 <= P < 1 (0.5 drops half the "
+                        "echo requests)")
+    return value
+
+
+class EchoCounts:
+    """What the server did with one echo session's ECHO requests, for its REPORT.
+
+    Each session draws its drops from its own generator seeded with ``--seed``, so the k-th
+    echo request of every session meets the same fate whatever other clients do.
+    """
+
+    def __init__(self, drop: float, seed: int):
+        self.drop = drop
+        self.rng = random.Random(seed) if drop else None
+        self.requests = self.answered = self.dropped = 0
+
+    def should_drop(self) -> bool:
+        return self.rng is not None and self.rng.random() < self.drop
+
+    def report(self) -> dict:
+        return {"echo_requests": self.requests, "echo_answered": self.answered,
+                "echo_dropped": self.dropped, "drop": self.drop}
+
+
 class Server:
-    """``udpbench serve``: serves measurements until closed. Thread-safe ``close()``."""
+    """``udpbench serve``: serves measurements until closed. Thread-safe ``close()``.
+
+    ``drop`` (0 <= P < 1) makes the server ignore that fraction of the ECHO requests it
+    receives, drawn from a generator seeded with ``seed``: to watch a client's backoff and
+    loss accounting work. Path-MTU probes are never dropped: a lost probe reads as "too big".
+    """
 
     def __init__(self, bind: str | None = None, port: int = DEFAULT_PORT, max_sessions: int = 16,
-                 max_duration: float = MAX_DURATION_S, log=None, token: str | None = None,
-                 max_rate_bps: float = 0.0, session_grace: float = SESSION_GRACE_S):
+                 max_duration: float = MAX_DURATION_S, log=None, drop: float = 0.0, seed: int | None = None,
+                 token: str | None = None, max_rate_bps: float = 0.0, session_grace: float | None = None):
         if not 0 <= port <= 65535:
             raise UserError(f"port {port} is outside 0-65535")
         if max_sessions < 1:
@@ -187,8 +278,20 @@ class Server:
             raise UserError("--max-duration must be a positive number of seconds")
         if not (math.isfinite(max_rate_bps) and max_rate_bps >= 0):
             raise UserError("--max-rate must be a positive rate, or 0 for no limit")
+        if session_grace is None:
+            session_grace = SESSION_GRACE_S  # read at call time: tests shorten it
         if not (math.isfinite(session_grace) and session_grace > 0):
             raise UserError("--session-grace must be a positive number of seconds")
+        self.drop = check_drop(drop)
+        self.seed = seed if seed is not None else secrets.randbits(32)
+        self.echo_counts: dict[int, EchoCounts] = {}  # session id -> counts, while the session lives
+        self.discovery_limit = discover.TokenBucket()
+        self.discovery_answered = 0
+        self.discovery_limited = 0
+        # Sockets that hear discovery broadcasts for a server bound to one address:
+        # (socket, the listener to reply from, the interface index the broadcast must arrive on)
+        self.discovery_sockets: list[tuple[socket.socket, socket.socket, int]] = []
+        self.discovery_interface: discover.InterfaceAddress | None = None
         self.max_sessions = max_sessions
         self.max_duration = max_duration
         self.max_rate_bps = max_rate_bps  # 0: no limit
@@ -220,13 +323,57 @@ class Server:
                 if port == 0 and attempt < 19:
                     continue  # the port TCP got was taken for UDP in another family: pick again
                 where = bind or "all interfaces"
-                raise UserError(f"cannot listen on {where} port {port}: {exc.strerror}") from None
+                hint = ""
+                if exc.errno == errno.EADDRNOTAVAIL:
+                    hint = " (no interface here has that address; `ip addr` lists them)"
+                raise UserError(f"cannot listen on {where} port {port}: {exc.strerror}{hint}") from None
+        self.bind = bind
+        if bind not in (None, "", "*"):
+            self._listen_for_discovery(self.listeners[0][1])
+
+    def _listen_for_discovery(self, reply_sock: socket.socket) -> None:
+        """Bound to one IPv4 address, the listener hears no broadcasts: add sockets that do.
+
+        They are bound to the subnet's broadcast address and to 255.255.255.255 (never to the
+        wildcard, which would also take unicast datagrams meant for other addresses) and answer
+        DISCOVER only, and only when it arrived on the bound address's interface: a server
+        bound to 127.0.0.1 answers loopback broadcasts, never one from the LAN.
+        """
+        found = discover.broadcast_targets(reply_sock.getsockname()[0])
+        if found is None:
+            return
+        entry, targets = found
+        for target in targets:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                enable_pktinfo(sock)
+                sock.bind((target, self.port))
+            except OSError as exc:
+                sock.close()
+                self._say(f"discovery: cannot listen on {target}:{self.port}: {exc.strerror}")
+                continue
+            self.discovery_sockets.append((sock, reply_sock, entry.ifindex))
+        if self.discovery_sockets:
+            self.discovery_interface = entry
+
+    @property
+    def discovery_addresses(self) -> list[str]:
+        """Where discovery broadcasts are heard: the bound broadcast addresses, or all interfaces."""
+        if self.discovery_sockets:
+            return [s.getsockname()[0] for s, _, _ in self.discovery_sockets]
+        return [tcp.getsockname()[0] for tcp, _ in self.listeners if tcp.family == socket.AF_INET
+                and tcp.getsockname()[0] == "0.0.0.0"]
 
     def _close_listeners(self) -> None:
         for tcp, udp in self.listeners:
             tcp.close()
             udp.close()
         self.listeners = []
+        for sock, _, _ in self.discovery_sockets:
+            sock.close()
+        self.discovery_sockets = []
 
     @property
     def addresses(self) -> list[str]:
@@ -311,10 +458,13 @@ class Server:
         measurement: Measurement | None = None
         echo_session: int | None = None
         nonce = control.new_nonce()
+        echo_duration = 0.0  # how long the client said its echo session would last
         try:
             while state is not ServerState.CLOSED and not self._closed.is_set():
                 if measurement is not None:
                     timeout = measurement.duration_s + self.session_grace
+                elif echo_session is not None:
+                    timeout = echo_duration + self.session_grace
                 elif state in (ServerState.AWAIT_HELLO, ServerState.AWAIT_AUTH):
                     timeout = HANDSHAKE_TIMEOUT_S  # read at call time: tests shorten it
                 else:
@@ -357,10 +507,16 @@ class Server:
                     channel.send({"type": "STARTED", "session": msg["session"], "rcvbuf": measurement.rcvbuf,
                                   "data_port": self.port, "granted": granted, "clamped": clamped})
                 elif kind == "START":  # echo: answer this session's probes and echo requests
+                    duration = msg.get("duration_s", 0.0)
+                    if isinstance(duration, bool) or not isinstance(duration, (int, float)) \
+                            or not 0 <= duration <= self.max_duration:
+                        raise ProtocolError(f"echo duration_s must be 0-{self.max_duration:g} s")
                     with self._lock:
                         if msg["session"] in self.echo_sessions:
                             raise ProtocolError("START names a session id already in use")
+                        echo_duration = float(duration)
                         echo_session = msg["session"]
+                        self.echo_counts[echo_session] = EchoCounts(self.drop, self.seed)
                         self.echo_sessions[echo_session] = channel.peer[0]
                     channel.send({"type": "STARTED", "session": echo_session, "data_port": self.port})
                 elif kind == "STOP":
@@ -372,7 +528,14 @@ class Server:
                     else:
                         with self._lock:
                             self.echo_sessions.pop(echo_session, None)
+                            counts = self.echo_counts.pop(echo_session, None)
                         report = {"type": "REPORT", "session": echo_session}
+                        if counts is not None:
+                            report.update(counts.report())
+                            if counts.requests:
+                                self._say(f"echo session {echo_session:016x} from {channel.peer[0]}: "
+                                          f"{counts.requests} request(s), {counts.answered} answered, "
+                                          f"{counts.dropped} dropped on purpose")
                         echo_session = None
                     channel.send(report)
                 state = new_state
@@ -396,6 +559,7 @@ class Server:
             if echo_session is not None:
                 with self._lock:
                     self.echo_sessions.pop(echo_session, None)
+                    self.echo_counts.pop(echo_session, None)
             channel.close()
             with self._lock:
                 self.active_sessions -= 1
@@ -430,29 +594,72 @@ class Server:
         with selectors.DefaultSelector() as sel:
             for _, udp in self.listeners:
                 udp.setblocking(False)
-                sel.register(udp, selectors.EVENT_READ)
+                sel.register(udp, selectors.EVENT_READ, None)
+            for sock, reply_sock, ifindex in self.discovery_sockets:
+                sock.setblocking(False)
+                sel.register(sock, selectors.EVENT_READ, (reply_sock, ifindex))
             while not self._closed.is_set():
                 for key, _ in sel.select(timeout=0.2):
                     for _ in range(256):  # take a burst, then look at the clock again
                         try:
-                            data, addr = key.fileobj.recvfrom(65536)
+                            data, addr, pktinfo = receive_with_pktinfo(key.fileobj)
                         except (BlockingIOError, InterruptedError):
                             break
                         except OSError:
                             break
-                        self.answer(key.fileobj, data, addr)
+                        if key.data is None:
+                            self.answer(key.fileobj, data, addr, pktinfo)
+                        else:
+                            self._answer_broadcast(key.data, data, addr, pktinfo)
 
-    def answer(self, sock: socket.socket, data: bytes, addr) -> None:
+    def _answer_broadcast(self, where: tuple[socket.socket, int], data: bytes, addr, pktinfo) -> None:
+        """A datagram on a discovery socket: DISCOVER from the bound interface, or foreign."""
+        reply_sock, ifindex = where
+        try:
+            header = wire.parse(data)
+        except wire.WireError:
+            self.foreign += 1
+            return
+        if header.kind != wire.Kind.DISCOVER or pktinfo is None or pktinfo[2] != ifindex:
+            self.foreign += 1
+            return
+        # From the listener bound to the unicast address: that is the reply's source.
+        self._answer_discovery(reply_sock, header, len(data), addr, None)
+
+    def _answer_discovery(self, sock: socket.socket, header: wire.Header, size: int, addr, pktinfo) -> None:
+        """A small reply, at most REPLY_RATE a second in all, never larger than the request."""
+        if sock.family != socket.AF_INET:
+            self.foreign += 1  # discovery is IPv4 broadcast only
+            return
+        data = discover.reply(header, size, self.port)
+        if data is None:
+            self.foreign += 1
+            return
+        if not self.discovery_limit.take():
+            self.discovery_limited += 1
+            return
+        try:
+            send_from(sock, data, addr, pktinfo)
+            self.discovery_answered += 1
+        except OSError:
+            pass
+
+    def answer(self, sock: socket.socket, data: bytes, addr, pktinfo: tuple | None = None) -> None:
         """Reply to a probe or echo request of a live session; count anything else as foreign.
 
         A reply goes only to the address of the session's control peer and is never larger
         than the datagram it answers, so the server cannot be used to amplify or reflect.
+        Discovery needs no session: its reply is small, rate-limited and no larger either.
         """
         try:
             header = wire.parse(data)
         except wire.WireError:
             self.foreign += 1
             return
+        if header.kind == wire.Kind.DISCOVER:
+            self._answer_discovery(sock, header, len(data), addr, pktinfo)
+            return
+        counts = None
         owner = self.echo_sessions.get(header.session)
         if owner is None or owner != addr[0]:
             self.foreign += 1
@@ -465,16 +672,26 @@ class Server:
             reply = (wire.pack(wire.Kind.PROBE_ACK, header.session, header.seq, header.tx_ns, header.flags)
                      + wire.PROBE_ACK_BODY.pack(len(data), rx_ns))
         elif header.kind == wire.Kind.ECHO:
+            counts = self.echo_counts.get(header.session)  # None for a session not opened here
+            if counts is not None:
+                counts.requests += 1
+                if counts.should_drop():  # serve --drop: pretend the request was lost
+                    counts.dropped += 1
+                    return
             reply = (wire.pack(wire.Kind.ECHO_REPLY, header.session, header.seq, header.tx_ns, header.flags)
                      + data[wire.HEADER_SIZE:])
         else:
             self.foreign += 1
             return
+        # Counted before it leaves: the client may read the REPORT as soon as the reply lands.
+        if counts is not None:
+            counts.answered += 1
         try:
-            sock.sendto(reply, addr)
+            send_from(sock, reply, addr, pktinfo)
             self.answered += 1
         except OSError:
-            pass
+            if counts is not None:
+                counts.answered -= 1
 
 
 def add_parser(commands) -> None:
@@ -502,20 +719,66 @@ def add_parser(commands) -> None:
                    help=f"end a session whose client stays silent S seconds past its duration "
                         f"(default {SESSION_GRACE_S:g})")
     p.add_argument("--quiet", action="store_true", help="do not log sessions to stderr")
+    p.add_argument("--drop", type=check_drop, default=0.0, metavar="P",
+                   help="ignore this fraction of the ECHO requests received (0 <= P < 1), to watch "
+                        "`udpbench ping` back off and count loss; path-MTU probes are never dropped")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for --drop, so a run can be repeated (default: random, printed)")
     p.set_defaults(func=run)
+
+
+def describe_listening(server: Server) -> list[str]:
+    """Lines that say where the server can be reached, in the terms of --bind."""
+    lines = [f"udpbench {__version__} serving on {', '.join(server.addresses)} (TCP control + UDP data)"]
+    wildcard = server.bind in (None, "", "*")
+    if wildcard:
+        try:
+            reachable = [a.address for a in discover.interface_addresses()
+                         if not a.address.startswith("fe80:")]
+        except OSError:
+            reachable = []
+        if reachable:
+            lines.append(f"  all interfaces: reachable at {', '.join(reachable)}")
+    else:
+        address = server.listeners[0][0].getsockname()[0]
+        entry = discover.owner_of(address)
+        if _is_loopback_address(address):
+            lines.append(f"  bound to {address}: this machine only")
+        elif entry is not None:
+            lines.append(f"  bound to {address}: only datagrams and connections addressed to it "
+                         f"(interface {entry.ifname})")
+    if server.discovery_interface is not None:
+        lines.append(f"  answers discovery broadcasts arriving on {server.discovery_interface.ifname} "
+                     f"({', '.join(server.discovery_addresses)})")
+    elif server.discovery_addresses:
+        lines.append("  answers discovery broadcasts arriving on any interface")
+    if server.token:
+        lines.append("  token required: clients prove it with HMAC-SHA256")
+    else:
+        lines.append("  no token: anyone who reaches the port may measure (see --token)")
+    limits = f"  limits: {server.max_sessions} sessions, {server.max_duration:g} s a measurement"
+    if server.max_rate_bps:
+        limits += f", {format_rate(server.max_rate_bps)} a session"
+    lines.append(limits)
+    if server.drop:
+        lines.append(f"  dropping {server.drop:.0%} of echo requests on purpose (--drop {server.drop:g} "
+                     f"--seed {server.seed})")
+    return lines
+
+
+def _is_loopback_address(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
 
 
 def run(args) -> int:
     token = control.resolve_token(args.token, args.token_file)
     server = Server(args.bind, args.port, max_sessions=args.max_sessions, max_duration=args.max_duration,
-                    log=None if args.quiet else sys.stderr, token=token, max_rate_bps=args.max_rate,
-                    session_grace=args.session_grace)
-    limits = [f"at most {args.max_sessions} sessions", f"{args.max_duration:g} s"]
-    if args.max_rate:
-        limits.append(format_rate(args.max_rate))
-    access = "token required" if token else "no token: anyone who reaches the port may measure"
-    print(f"udpbench {__version__} serving on {', '.join(server.addresses)} (TCP control + UDP data; "
-          f"{access}; {', '.join(limits)})", flush=True)
+                    log=None if args.quiet else sys.stderr, drop=args.drop, seed=args.seed, token=token,
+                    max_rate_bps=args.max_rate, session_grace=args.session_grace)
+    print("\n".join(describe_listening(server)), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

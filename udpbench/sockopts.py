@@ -12,6 +12,7 @@ SOL_IP = 0
 SOL_IPV6 = 41
 SOL_UDP = 17
 
+IP_PKTINFO = 8  # the socket module lacks it; struct in_pktinfo below
 IP_MTU_DISCOVER = 10
 IP_RECVERR = 11
 IP_MTU = 14
@@ -19,6 +20,8 @@ IP_RECVFRAGSIZE = 25
 IPV6_MTU_DISCOVER = 23
 IPV6_MTU = 24
 IPV6_RECVERR = 25
+IPV6_RECVPKTINFO = 49
+IPV6_PKTINFO = 50
 IPV6_RECVPATHMTU = 60
 IPV6_PATHMTU = 61
 IPV6_DONTFRAG = 62
@@ -47,6 +50,10 @@ SO_EE_ORIGIN_NONE = 0
 SO_EE_ORIGIN_LOCAL = 1
 SO_EE_ORIGIN_ICMP = 2
 SO_EE_ORIGIN_ICMP6 = 3
+
+# struct in_pktinfo {int ipi_ifindex; in_addr ipi_spec_dst, ipi_addr}; struct in6_pktinfo {in6_addr, int}
+IN_PKTINFO = struct.Struct("=i4s4s")
+IN6_PKTINFO = struct.Struct("=16si")
 
 # struct sock_extended_err {u32 ee_errno; u8 ee_origin, ee_type, ee_code, ee_pad; u32 ee_info, ee_data}
 SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")

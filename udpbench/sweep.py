@@ -205,6 +205,11 @@ def add_common_arguments(p) -> None:
     p.add_argument("--engine", choices=list(ENGINES), default="send",
                    help="send: one send() per datagram; mmsg: sendmmsg batches; gso: UDP segmentation offload")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
+    add_token_arguments(p)
+
+
+def add_token_arguments(p) -> None:
+    """--token and --token-file, for every command that connects to a server (read with token_of)."""
     p.add_argument("--token", default=None, metavar="SECRET",
                    help=f"shared secret for a server that requires one (default: ${control.TOKEN_ENV}); "
                         f"other local users can read a command line: prefer the variable or --token-file")
