@@ -464,7 +464,11 @@ def _rss_kib(pid):
 
 
 def _junk_datagrams(count=4096):
-    """Random bytes, and near-valid datagrams: right magic and version, random kinds and sessions."""
+    """Random bytes, and near-valid datagrams: right magic and version, random kinds and sessions.
+
+    DISCOVER is left out: it needs no session and gets a small, rate-limited reply by design
+    (test_hardening.py checks those replies); everything else must get none at all.
+    """
     out = []
     for i in range(count):
         pick = i % 4

@@ -659,3 +659,25 @@ def test_a_peer_dribbling_a_frame_cannot_hold_a_session_slot(make_server, monkey
         assert time.monotonic() - start < 10  # the frame would take 20 s to dribble
     with Client("127.0.0.1", server.port) as client:
         assert client.blast(100, 0.05, 1e6)["received"] > 0
+
+
+def test_discovery_replies_are_small_and_rate_limited(make_server):
+    """Whatever answers DISCOVER (it needs no session): never larger than the request, and a
+    burst of requests gets far fewer replies than requests."""
+    server = make_server()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind(("127.0.0.1", 0))
+        sock.connect(("127.0.0.1", server.port))
+        sizes = {}
+        for seq in range(1, 2001):
+            size = (32, 48, 64, 128, 512, 1472)[seq % 6]
+            sizes[seq] = size
+            sock.send(wire.datagram(wire.Kind.DISCOVER, secrets.randbits(64), seq, size))
+            if seq % 50 == 0:
+                time.sleep(0.002)
+        replies = _collect(sock, quiet=0.5)
+    for reply in replies:
+        header = wire.parse(reply)
+        assert len(reply) <= sizes[header.seq]
+    assert len(replies) < len(sizes) // 2, f"{len(replies)} replies to a burst of {len(sizes)} DISCOVERs"
