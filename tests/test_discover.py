@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import select
 import shutil
 import socket
 import subprocess
@@ -59,13 +60,15 @@ def test_interface_addresses_match_ip_addr():
 
 def test_discover_finds_a_wildcard_server_on_loopback():
     with Server(None, 0) as server:
-        found = discover.discover(LOOPBACK_BROADCAST, server.port, timeout=0.3)
+        found = discover.discover(LOOPBACK_BROADCAST, server.port, timeout=0.6)
     assert found["sent"] == discover.DEFAULT_SENDS
     hits = [s for s in found["servers"] if s["port"] == server.port]
     assert len(hits) == 1 and hits[0]["address"] == "127.0.0.1"
     assert hits[0]["control_port"] == server.port and hits[0]["protocol"] >= 1
-    # each of the three datagrams was answered; the extra answers are duplicates, not new servers
-    assert found["duplicates"] == discover.DEFAULT_SENDS - 1
+    # the later datagrams' answers (the last may miss the timeout on a loaded host) are
+    # duplicates of the server already found, not new servers
+    assert 1 <= found["duplicates"] <= discover.DEFAULT_SENDS - 1
+    assert server.discovery_answered >= found["duplicates"] + 1
 
 
 def test_a_server_bound_to_127_0_0_1_still_hears_loopback_broadcasts():
@@ -170,8 +173,9 @@ class Served:
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.banner = ""
 
-    def ready(self) -> "Served":
-        self.banner = self.proc.stdout.readline()
+    def ready(self, timeout: float = 20.0) -> "Served":
+        readable, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        self.banner = self.proc.stdout.readline() if readable else ""
         if "serving on" not in self.banner:
             self.stop()
             raise AssertionError(f"serve did not start: {self.banner!r} {self.proc.stderr.read()!r}")
@@ -268,10 +272,14 @@ def test_lab_bound_address_decides_who_can_reach_the_server(lab, serve_in):
 
 
 @pytest.mark.lab
-def test_lab_ping_through_the_router_against_drop(lab, serve_in):
-    serve_in(lab, "server", ["--port", 1066, "--drop", 0.5, "--seed", 11])
-    proc = udpbench_in(lab, "client", "ping", lab.address("server"), "--port", 1066, "-c", 12, "-i", "0.001",
-                       "--rto-initial", "0.05", "--rto-min", "0.05", "--rto-max", "0.8", "--json")
+def test_lab_ping_through_the_router_against_drop(lab):
+    server = lab.serve("--port", "1066", "--drop", "0.5", "--seed", "11")
+    try:
+        proc = udpbench_in(lab, "client", "ping", lab.address("server"), "--port", 1066, "-c", 12, "-i", "0.001",
+                           "--rto-initial", "0.05", "--rto-min", "0.05", "--rto-max", "0.8", "--json")
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert r["received"] + r["lost"] == r["sent"] == 12 and max(r["attempts"]) > 1

@@ -109,6 +109,7 @@ def test_decode_returns_a_checked_message_or_a_protocol_error(payload):
 @pytest.mark.parametrize("payload", [b"[" * 60000, b'{"a":' * 20000, b"\xff\xfe", b"", b"null", b"1e999",
                                      b'{"type":"HELLO","version":1,"session":"x"}',
                                      b'{"type":"HELLO","version":1,"session":1.5}',
+                                     b'{"type":"BYE","session":null}',
                                      b'{"type":"START","session":1,"mode":"blast","size":100,"duration_s":1,'
                                      b'"rate_bps":0,"client_port":99999}'])
 def test_decode_refuses_known_traps(payload):
@@ -312,7 +313,7 @@ class FakeClient:
     def alive(self):
         return True
 
-    def blast(self, size, duration, rate_bps, engine="send", rcvbuf=None, path_mtu=None):
+    def blast(self, size, duration, rate_bps, engine="send", rcvbuf=None, path_mtu=None, **options):
         try:
             wire.check_size(size, self.v6)
         except wire.WireError as exc:
@@ -320,6 +321,11 @@ class FakeClient:
         tx = {"sent": 10, "errors": {}, "elapsed_ns": int(duration * 1e9) or 1, "syscalls": 10, "batch": 1,
               "gap_mean_ns": 0.0, "gap_std_ns": 0.0, "gap_max_ns": 0, "target_gap_ns": 0.0, "interrupt": None}
         return make_row(self, size, engine, duration, rate_bps, tx, {"received": 10}, {}, path_mtu or 1500)
+
+
+def _fake_path_mtu(client, loopback, timeout=None):
+    return {"path_mtu": 1500, "mtu_method": "route", "black_hole": False, "interface_mtu": 1500,
+            "mtu_warnings": []}
 
 
 @contextlib.contextmanager
@@ -336,9 +342,10 @@ def _options(command):
         "--token": st.sampled_from(["", "s3cret"]),
         "--duration": st.sampled_from(["0.01", "0", "-1", "nan", "inf", "1e9", "x"]),
     }
-    flags = ["-4", "-6", "--json"]
+    flags = ["-4", "-6", "--json", "--df"]
     if command == "blast":
         common["--size"] = st.sampled_from(["32", "31", "1472", "65507", "65508", "70000", "x"])
+        common["--interval"] = st.sampled_from(["0.005", "0", "x"])
     elif command == "sweep":
         common["--sizes"] = st.sampled_from(["100", "100,200", "10", "70000", "a,b", ",", "64,1500"])
         common["--points"] = st.sampled_from(["1", "3", "0", "5000", "x"])
@@ -405,6 +412,7 @@ def test_cli_returns_0_1_or_2_and_never_raises(cli_workdir, argv):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("udpbench.blast.connect", fake_connect)
         mp.setattr("udpbench.sweep.connect", fake_connect)
+        mp.setattr("udpbench.mtu.sweep_path_mtu", _fake_path_mtu)
         mp.setattr(Server, "serve_forever", lambda self: self.close())  # serve binds, then stops
         mp.delenv(control.TOKEN_ENV, raising=False)
         os.chdir(cli_workdir)

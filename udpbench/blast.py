@@ -7,6 +7,7 @@ import sys
 from . import results, wire
 from .client import connect
 from .errors import UserError
+from .interval import HEADER, format_interval
 from .report import blast_summary
 from .sweep import add_common_arguments, default_rate, token_of
 from .units import positive_seconds
@@ -20,6 +21,8 @@ def add_parser(commands) -> None:
     add_common_arguments(p)
     p.add_argument("--size", type=int, default=1472, help="UDP payload bytes (default 1472)")
     p.add_argument("--duration", type=positive_seconds, default=2.0, metavar="S", help="seconds (default 2)")
+    p.add_argument("-i", "--interval", type=positive_seconds, default=None, metavar="S",
+                   help="also report every S seconds, like iperf3 -i (with --json: an 'intervals' list)")
     p.set_defaults(func=run)
 
 
@@ -28,13 +31,23 @@ def run(args) -> int:
         wire.check_size(args.size)
     except wire.WireError as exc:
         raise UserError(str(exc)) from None
+    on_interval = _print_interval if args.interval and not args.json else None
     with connect(args.host, args.port, args.family, token=token_of(args)) as client:
         rate = args.rate if args.rate is not None else default_rate(client.server_addr[0])
-        row = client.blast(args.size, args.duration, rate, args.engine)
+        row = client.blast(args.size, args.duration, rate, args.engine, df=args.df,
+                           interval=args.interval, on_interval=on_interval)
     if args.json:
         print(json.dumps(results.public(row), default=str))
     else:
+        if args.interval:
+            print()
         print(blast_summary(row))
     if row.get("interrupted"):
         return 130
     return 0
+
+
+def _print_interval(entry: dict) -> None:
+    if entry["start_s"] == 0:  # the heading once the first numbers are in, not before a failed connect
+        print(HEADER)
+    print(format_interval(entry), flush=True)

@@ -19,8 +19,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"udpbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     # Each module owns its command: arguments and a run(args) -> int.
-    from . import blast, discover, lab, ping, server, show, sweep
-    for module in (sweep, blast, server, show, lab, ping, discover):
+    from . import blast, discover, lab, mtu, ping, plot, server, show, sweep
+    for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab):
         module.add_parser(commands)
     return parser
 

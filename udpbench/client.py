@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import math
 import secrets
@@ -13,6 +14,7 @@ import time
 from . import __version__, _fast, control, frag, kernel, sockopts, stats, wire
 from .control import PeerClosed, PeerError, ProtocolError
 from .errors import MeasurementError, UserError
+from .interval import IntervalReports
 from .server import DEFAULT_PORT, Server
 from .units import format_rate
 
@@ -169,13 +171,25 @@ class Client:
         except (ProtocolError, TimeoutError, OSError) as exc:
             raise MeasurementError(f"control channel to {self.where} failed: {exc}") from None
 
+    def status(self, session: int) -> dict:
+        """The server's counts so far for a running blast session (an interim report)."""
+        return self._converse({"type": "STATUS", "session": session}, "STATUS")
+
     def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "send",
-              rcvbuf: int | None = None, path_mtu: int | None = None) -> dict:
+              rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False, *,
+              interval: float | None = None, on_interval=None) -> dict:
         """Send ``size``-byte datagrams for ``duration`` seconds and return the measured row.
 
         ``rate_bps`` counts UDP payload bits per second (like iperf3 ``-b``); None or 0 is as
         fast as the kernel takes them. If a signal interrupts the blast, the row still comes
         back, marked ``interrupted``, after the server has reported.
+
+        ``df`` sets Don't Fragment on every datagram (IP_PMTUDISC_DO): the kernel refuses a
+        datagram larger than the path MTU it knows with EMSGSIZE instead of fragmenting it, and
+        the row comes back ``sendable: False`` with that errno in ``send_error``.
+        ``interval`` > 0 sends in slices of that many seconds and asks the server for its counts
+        after each (``interval.py``); the row then holds ``intervals`` and ``on_interval(entry)``
+        sees each as it completes.
         """
         try:
             wire.check_size(size, self.v6)
@@ -186,6 +200,8 @@ class Client:
         session = secrets.randbits(64)
         with self.data_socket() as sock:
             sockopts.set_buffers(sock, sndbuf=4 << 20)
+            if df:
+                sockopts.set_pmtu_mode(sock, sockopts.PMTUDISC_DO)
             sender_mtu = sockopts.route_mtu(sock) or 1500  # where this kernel fragments
             mtu = path_mtu or sender_mtu
             start = {"type": "START", "session": session, "mode": "blast", "size": size,
@@ -198,7 +214,26 @@ class Client:
             duration, rate_bps, clamped = self._granted(started, duration, asked_rate)
             before = kernel.snapshot(self.v6)
             rate_pps = (rate_bps / (8.0 * size)) if rate_bps else 0.0
-            tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session, 0, duration, rate_pps)
+            # With DF, one datagram first: if the kernel refuses it (EMSGSIZE) the row is done,
+            # rather than spinning through a whole duration of refused sends.
+            first_error = _send_first(sock, session, size) if df else None
+            if first_error == errno.EMSGSIZE:
+                tx = _nothing_sent(first_error)
+                reports = None
+            else:
+                first = 1 if first_error == 0 else 0
+
+                def send_slice(first_seq: int, seconds: float) -> dict:
+                    tx = _fast.send_datagrams(sock.fileno(), ENGINES[engine], size, session,
+                                              first + first_seq, seconds, rate_pps)
+                    tx["next_seq"] -= first  # sequence numbers as the slicer counts them
+                    return tx
+
+                reports = IntervalReports(self, session, size, interval, on_interval) if interval else None
+                tx = reports.send(send_slice, duration) if reports is not None else send_slice(0, duration)
+                tx["sent"] += first
+                if first_error:
+                    tx["errors"][first_error] = tx["errors"].get(first_error, 0) + 1
             sender_counters = kernel.delta(before, kernel.snapshot(self.v6))
             report = self._converse({"type": "STOP", "session": session, "sent": tx["sent"]}, "REPORT")
         row = make_row(self, size, engine, duration, rate_bps, tx, report, sender_counters, mtu, sender_mtu)
@@ -208,9 +243,14 @@ class Client:
         row["rate_requested_bps"] = float(asked_rate)
         row["clamped"] = ",".join(clamped)
         row["authenticated"] = self.authenticated
+        row["df"] = df
+        row["sendable"] = tx["sent"] > 0 or not tx["errors"]
+        row["send_error"] = "" if row["sendable"] else errno_name(max(tx["errors"], key=tx["errors"].get))
         if tx["interrupt"] is not None:
             row["interrupted"] = True
             row["_interrupt"] = tx["interrupt"]
+        if reports is not None:
+            row["intervals"] = reports.finish(report, tx["sent"])
         return row
 
     def _granted(self, started: dict, duration: float, rate_bps: float) -> tuple[float, float, list[str]]:
@@ -248,6 +288,22 @@ class Client:
 
 def _positive(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _send_first(sock: socket.socket, session: int, size: int) -> int:
+    """Send sequence number 0 from Python: 0 if the kernel took it, else the errno."""
+    try:
+        sock.send(wire.datagram(wire.Kind.DATA, session, 0, size, time.time_ns()))
+    except OSError as exc:
+        return exc.errno or errno.EIO
+    return 0
+
+
+def _nothing_sent(err: int) -> dict:
+    """What send_datagrams would report for a blast whose every datagram the kernel refused."""
+    return {"sent": 0, "next_seq": 0, "errors": {err: 1}, "elapsed_ns": 0, "syscalls": 1, "batch": 1,
+            "gap_min_ns": 0, "gap_max_ns": 0, "gap_mean_ns": 0.0, "gap_std_ns": 0.0,
+            "target_gap_ns": 0.0, "schedule_resets": 0, "interrupt": None}
 
 
 class ServerAbsent(UserError):

@@ -10,6 +10,7 @@ Conversation (client C, server S)::
     C START {session, mode, ...}     S STARTED {data_port, rcvbuf, granted, clamped}
     C STOP {sent}                    S REPORT {received, ...}
       ... more START/STOP rounds ...
+    C STATUS {session}               S STATUS {received, highest_seq, ...}   (while RUNNING, any number)
     C BYE                            (close)
 
 Anything that does not fit the state ends the conversation with ``ERROR {message}``.
@@ -62,6 +63,8 @@ SCHEMA: dict[str, dict[str, type | tuple]] = {
     "START": {"session": int, "mode": str},
     "STARTED": {"session": int},
     "STOP": {"session": int},
+    # C asks for, S answers with, the receiver's counts so far (interim reports, `blast --interval`)
+    "STATUS": {"session": int},
     "REPORT": {"session": int},
     "BYE": {},
     "ERROR": {"message": str},
@@ -104,8 +107,8 @@ def decode(payload: bytes) -> dict:
             if not 0 < msg["client_port"] <= 65535:
                 raise ProtocolError("START client_port is outside 1-65535")
     session = msg.get("session")
-    if session is not None and (isinstance(session, bool) or not isinstance(session, int)
-                                or not 0 <= session < 2**64):
+    if "session" in msg and (isinstance(session, bool) or not isinstance(session, int)
+                             or not 0 <= session < 2**64):
         raise ProtocolError("session id out of range: it is an integer in 0 to 2**64-1")
     return msg
 
@@ -238,7 +241,8 @@ SERVER_TRANSITIONS: dict[ServerState, dict[str, ServerState]] = {
     ServerState.AWAIT_HELLO: {"HELLO": ServerState.READY},
     ServerState.AWAIT_AUTH: {"AUTH": ServerState.READY, "BYE": ServerState.CLOSED},
     ServerState.READY: {"START": ServerState.RUNNING, "BYE": ServerState.CLOSED},
-    ServerState.RUNNING: {"STOP": ServerState.READY, "BYE": ServerState.CLOSED},
+    ServerState.RUNNING: {"STOP": ServerState.READY, "BYE": ServerState.CLOSED,
+                          "STATUS": ServerState.RUNNING},
     ServerState.CLOSED: {},
 }
 

@@ -35,13 +35,30 @@ def where_lost(row: dict) -> str:
     return ", ".join(parts) or "-"
 
 
+# Measured-at-the-receiver columns mean nothing for a size the kernel would not send.
+_NOT_MEASURED = {"received", "lost", "loss_ratio", "duplicates", "reordered", "goodput_bps", "jitter_ms"}
+
+
+def note(row: dict) -> str:
+    """Why a row is not an ordinary measurement: a size the kernel refused (DF above the path MTU)."""
+    if row.get("sendable") is False:
+        why = row.get("send_error") or "every send failed"
+        return f"not sendable: {why}" + (f" (DF, > path MTU {row['path_mtu']})" if row.get("df") and why == "EMSGSIZE" else "")
+    return ""
+
+
 def table(rows: list[dict], title: str | None = None) -> Table:
     t = Table(title=title, header_style="bold", show_edge=False, pad_edge=False)
+    notes = [note(row) for row in rows]
     for heading, key, _ in COLUMNS:
         t.add_column(heading, justify="left" if key in ("host", "engine") else "right")
     t.add_column("lost at", justify="left")
-    for row in rows:
-        t.add_row(*[fmt(row[key]) if key in row else "-" for _, key, fmt in COLUMNS], where_lost(row))
+    if any(notes):
+        t.add_column("note", justify="left")
+    for row, why in zip(rows, notes):
+        cells = [fmt(row[key]) if key in row and not (why and key in _NOT_MEASURED) else "-"
+                 for _, key, fmt in COLUMNS]
+        t.add_row(*cells, "-" if why else where_lost(row), *([why] if any(notes) else []))
     return t
 
 
@@ -63,6 +80,8 @@ def blast_summary(row: dict) -> str:
         f"  jitter    {row['jitter_ms']:.4f} ms   send errors {row['send_errors']}"
         + (f" {row['send_errors_by_errno']}" if row["send_errors"] else ""),
     ]
+    if note(row):
+        lines = [f"{row['host']} {row['size']} B: {note(row)}: nothing was sent"]
     if row.get("interrupted"):
         lines.append("  (interrupted: the numbers cover the part that ran)")
     return "\n".join(lines)

@@ -208,6 +208,12 @@ class Measurement:
         drain_s = self.drain()
         return self.close(drain_s)
 
+    def status(self) -> dict:
+        """The receiver's counts so far, for an interim report; the session keeps running."""
+        status = self.receiver.counts()
+        status.update(type="STATUS", session=self.session, socket_drops=sockopts.socket_drops(self.sock))
+        return status
+
     def close(self, drain_s: float = 0.0) -> dict:
         self.receiver.request_stop()
         self.thread.join(timeout=2.0)
@@ -538,6 +544,10 @@ class Server:
                                           f"{counts.dropped} dropped on purpose")
                         echo_session = None
                     channel.send(report)
+                elif kind == "STATUS":
+                    if measurement is None or msg["session"] != measurement.session:
+                        raise ProtocolError("STATUS names a session that is not a running blast")
+                    channel.send(measurement.status())
                 state = new_state
         except ProtocolError as exc:
             if state in (ServerState.AWAIT_HELLO, ServerState.AWAIT_AUTH):

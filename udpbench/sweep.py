@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, control, frag, results, wire
+from . import __version__, control, frag, plot, results, wire
+from . import mtu as path_mtu
 from .client import DEFAULT_LAN_RATE_BPS, ENGINES, connect, is_loopback
 from .errors import MeasurementError, UserError
 from .report import print_table
@@ -87,7 +88,8 @@ def redact(argv: list[str]) -> list[str]:
 def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: float | None,
               engine: str, port: int = DEFAULT_PORT, family: int | None = None,
               output: Path | None = None, points: int = DEFAULT_POINTS, progress: bool = True,
-              argv: list[str] | None = None, token: str | None = None) -> tuple[dict, list[dict], Path | None]:
+              argv: list[str] | None = None, df: bool = False,
+              token: str | None = None) -> tuple[dict, list[dict], Path | None]:
     """Run the sweep; save after every row. Returns (meta, rows, npz path).
 
     A failed row raises MeasurementError naming it, after the finished rows are saved; Ctrl-C
@@ -98,7 +100,7 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
         "command": shlex.join(["udpbench", *redact(argv)]) if argv else None,
         "kernel": platform.release(), "machine": platform.machine(), "hostname": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": engine, "duration_s": duration,
-        "hosts": [],
+        "df": df, "hosts": [],
     }
     rows: list[dict] = []
     saved: Path | None = None
@@ -112,10 +114,13 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
         clients = []
         for host in hosts:
             client = stack.enter_context(connect(host, port, family, token=token))
-            mtu = client.path_mtu()
+            loopback = is_loopback(client.server_addr[0])
+            # Discovered, not assumed: the echo method through this client (exact, black-hole
+            # proof), else ICMP, else the route's MTU; loopback just reads its interface.
+            found = path_mtu.sweep_path_mtu(client, loopback)
+            mtu = found["path_mtu"]
             meta["hosts"].append({"host": host, "address": client.server_addr[0], "port": client.port,
-                                  "family": 6 if client.v6 else 4, "path_mtu": mtu,
-                                  "loopback": is_loopback(client.server_addr[0])})
+                                  "family": 6 if client.v6 else 4, "loopback": loopback, **found})
             clients.append((client, mtu))
         if sizes is None:
             reference = min((m if not is_loopback(c.server_addr[0]) else min(m, ETHERNET_MTU))
@@ -143,7 +148,7 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
                     for size in sizes:
                         bar.step(f"{client.host} {size} B")
                         try:
-                            row = client.blast(size, duration, host_rate, engine, path_mtu=mtu)
+                            row = client.blast(size, duration, host_rate, engine, path_mtu=mtu, df=df)
                         except MeasurementError as exc:
                             checkpoint()
                             kept = f"; {len(rows)} finished row(s) kept in {saved}" if saved else ""
@@ -190,6 +195,8 @@ def add_parser(commands) -> None:
     p.add_argument("-o", "--output", type=Path, metavar="NAME",
                    help="result file base name: writes NAME.npz and NAME.json (default results/sweep-TIME)")
     p.add_argument("--no-save", action="store_true", help="do not write result files")
+    p.add_argument("--plot", metavar="PNG", default=None,
+                   help="also draw the sweep to this image (.png, .svg or .pdf), as `udpbench plot` does")
     p.set_defaults(func=run)
 
 
@@ -204,6 +211,9 @@ def add_common_arguments(p) -> None:
                         "100M for any other host, a safety default)")
     p.add_argument("--engine", choices=list(ENGINES), default="send",
                    help="send: one send() per datagram; mmsg: sendmmsg batches; gso: UDP segmentation offload")
+    p.add_argument("--df", action="store_true",
+                   help="set Don't Fragment (IP_PMTUDISC_DO): sizes above the path MTU are refused "
+                        "by the kernel (EMSGSIZE) and reported as not sendable instead of fragmented")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
     add_token_arguments(p)
 
@@ -240,21 +250,54 @@ def run(args) -> int:
         except wire.WireError as exc:
             raise UserError(str(exc)) from None
     output = None if args.no_save else (args.output or default_output())
+    if args.plot:
+        plot.check_output(args.plot)  # refuse a bad image name before measuring, not after
     argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("udpbench", "__main__.py")) else None
     try:
         meta, rows, saved = run_sweep(args.hosts, args.sizes, args.duration, args.rate, args.engine,
                                       args.port, args.family, output, args.points,
-                                      progress=not args.json, argv=argv, token=token_of(args))
+                                      progress=not args.json, argv=argv, df=args.df, token=token_of(args))
     except SweepInterrupted as stop:
         partial = " and the interrupted one" if len(stop.rows) > stop.finished else ""
         where = f"; {stop.finished} finished row(s){partial} saved in {stop.saved}" if stop.saved else ""
         print(f"udpbench: sweep interrupted{where}", file=sys.stderr)
+        if args.plot and stop.saved and stop.rows:
+            _plot_partial(stop.saved, args.plot)
         return 130
+    except MeasurementError:
+        partial = results_path(output) if output is not None else None
+        if args.plot and partial is not None and partial.exists():
+            _plot_partial(partial, args.plot)
+        raise
     if args.json:
         print(json.dumps({"meta": meta, "rows": [results.public(r) for r in rows]}, default=str))
     else:
-        hosts = ", ".join(f"{h['host']} (MTU {h['path_mtu']})" for h in meta["hosts"])
-        print_table(rows, title=f"udpbench sweep: {hosts}")
+        hosts = ", ".join(f"{h['host']} (path MTU {h['path_mtu']} by {h['mtu_method']}"
+                          f"{', BLACK HOLE' if h['black_hole'] else ''})" for h in meta["hosts"])
+        print_table(rows, title=f"udpbench sweep: {hosts}{', DF set' if meta['df'] else ''}")
+        for h in meta["hosts"]:
+            for w in h["mtu_warnings"]:
+                print(f"udpbench: {h['host']}: {w}", file=sys.stderr)
     if saved:
         print(f"saved {saved} and {saved.with_suffix('.json')}", file=sys.stderr)
+    if args.plot and rows:
+        print(f"wrote {plot.render(meta, rows, args.plot)}", file=sys.stderr)
     return 0
+
+
+def results_path(output: Path) -> Path:
+    """The .npz that ``results.save(output, ...)`` writes."""
+    base = Path(output)
+    if base.suffix in (".npz", ".json"):
+        base = base.with_suffix("")
+    return base.with_name(base.name + ".npz")
+
+
+def _plot_partial(path: Path, image: str) -> None:
+    """Draw the rows an unfinished sweep saved; a failure here must not hide why the sweep stopped."""
+    try:
+        _, rows = results.load(path)
+        if rows:
+            print(f"wrote {plot.plot_file(path, image)} from the {len(rows)} finished row(s)", file=sys.stderr)
+    except (UserError, ValueError, OSError) as exc:
+        print(f"udpbench: no plot of the unfinished sweep: {exc}", file=sys.stderr)
