@@ -667,6 +667,7 @@ class Options:
     timeout: float | None = None
     max_probes: int = MAX_PROBES
     granularity: int = 1
+    token: str | None = None  # for a server that requires one; None: $UDPBENCH_TOKEN
 
 
 def _limits(v6: bool, route: Route, opts: Options, fallback_mtu: int | None) -> tuple[int, int, list[str]]:
@@ -697,14 +698,15 @@ def discover(host: str, opts: Options, client=None) -> dict:
         warnings: list[str] = []
         if client is None and opts.method in ("echo", "both"):
             try:
-                client = stack.enter_context(connect(host, port, opts.family))
+                client = stack.enter_context(connect(host, port, opts.family, token=opts.token))
             except ServerAbsent as exc:
                 if opts.method == "echo":
                     raise
                 warnings.append(f"{exc}; the echo method was skipped")
         elif client is None:
             with contextlib.suppress(ServerAbsent):
-                client = stack.enter_context(contextlib.closing(Client(host, port, opts.family)))
+                client = stack.enter_context(contextlib.closing(Client(host, port, opts.family,
+                                                                       token=opts.token)))
         if client is not None:
             family, address, port, v6 = client.family, client.server_addr[0], client.port, client.v6
         else:
@@ -870,6 +872,7 @@ def _count(low: int, high: int, what: str):
 
 def add_parser(commands) -> None:
     from .server import DEFAULT_PORT
+    from .sweep import add_token_arguments
 
     p = commands.add_parser(
         "mtu", help="find the path MTU: by ICMP (like tracepath) and by echo probing a udpbench server",
@@ -899,17 +902,20 @@ def add_parser(commands) -> None:
     p.add_argument("--granularity", type=_count(1, 1024, "--granularity"), default=1, metavar="B",
                    help="stop the echo search when the bracket is this narrow (default 1: exact)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of text")
+    add_token_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from .sweep import token_of
+
     if not 0 < args.port <= 65535:
         raise UserError(f"port {args.port} is outside 1-65535")
     if args.min_mtu and args.max_mtu and args.min_mtu > args.max_mtu:
         raise UserError(f"--min {args.min_mtu} is above --max {args.max_mtu}")
     opts = Options(method=args.method, family=args.family, port=args.port, min_mtu=args.min_mtu,
                    max_mtu=args.max_mtu, timeout=args.timeout, max_probes=args.max_probes,
-                   granularity=args.granularity)
+                   granularity=args.granularity, token=token_of(args))
     result = discover(args.host, opts)
     if args.json:
         print(json.dumps(result))

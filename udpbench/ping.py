@@ -396,7 +396,8 @@ class Pinger:
 
 def ping(host: str, port: int = DEFAULT_PORT, family: int | None = None, count: int = DEFAULT_COUNT,
          size: int = DEFAULT_SIZE, interval: float = DEFAULT_INTERVAL_S, deadline: float | None = None,
-         estimator: RtoEstimator | None = None, on_event=None, df: bool = False) -> dict:
+         estimator: RtoEstimator | None = None, on_event=None, df: bool = False,
+         token: str | None = None) -> dict:
     """Open an echo session with the server at ``host`` and ping it; return the summary.
 
     ``df``: set don't-fragment (IP_PMTUDISC_DO) so a request larger than the path MTU is
@@ -408,7 +409,7 @@ def ping(host: str, port: int = DEFAULT_PORT, family: int | None = None, count: 
     if deadline is None:
         deadline = default_deadline(count, interval, estimator.maximum)
     on_event = on_event or (lambda kind, **fields: None)
-    with Client(host, port, family) as client:
+    with Client(host, port, family, token=token) as client:
         try:
             wire.check_size(size, client.v6)
         except wire.WireError as exc:
@@ -459,6 +460,8 @@ def _seconds(name: str, low: float, high: float):
 
 
 def add_parser(commands) -> None:
+    from .sweep import add_token_arguments
+
     p = commands.add_parser(
         "ping", help="request/reply over UDP: RTT, loss and retransmissions, like ping",
         description="Send ECHO requests to a udpbench server one at a time and time the replies. "
@@ -491,15 +494,18 @@ def add_parser(commands) -> None:
                         "instead of being fragmented, like ping -M do")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
+    add_token_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from .sweep import token_of
+
     check_count(args.count)
     estimator = RtoEstimator(args.rto_initial, args.rto_min, args.rto_max)
     printer = None if (args.quiet or args.json) else LinePrinter(args.host, args.size, args.count)
     result = ping(args.host, args.port, args.family, args.count, args.size, args.interval, args.deadline,
-                  estimator, printer, df=args.df)
+                  estimator, printer, df=args.df, token=token_of(args))
     if args.json:
         print(json.dumps(result))
     else:
