@@ -238,7 +238,7 @@ def test_sweep_reconnects_to_a_host_that_ended_an_idle_connection(monkeypatch):
         a.close()
         pytest.skip(f"cannot serve on 127.0.0.2 port {a.port}: {exc}")
     try:
-        b.idle_timeout = 0.3  # shorter than host a's rows: b drops the waiting connection
+        b.idle_timeout = 0.3  # shorter than host a's rows: b drops any connection left waiting
         meta, rows, _ = run_sweep(["127.0.0.1", "127.0.0.2"], [100, 200], 0.3, 1e6, "send", port=a.port,
                                   progress=False)
     finally:

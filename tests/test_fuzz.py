@@ -310,9 +310,6 @@ class FakeClient:
     def path_mtu(self):
         return 1500
 
-    def alive(self):
-        return True
-
     def blast(self, size, duration, rate_bps, engine="send", rcvbuf=None, path_mtu=None, **options):
         try:
             wire.check_size(size, self.v6)

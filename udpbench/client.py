@@ -6,7 +6,6 @@ import errno
 import ipaddress
 import math
 import secrets
-import select
 import socket
 import sys
 import time
@@ -135,14 +134,6 @@ class Client:
         if text not in self._noticed:
             self._noticed.add(text)
             print(f"udpbench: {text}", file=sys.stderr, flush=True)
-
-    def alive(self) -> bool:
-        """False if the server has closed the control connection (or said something unasked)."""
-        try:
-            readable, _, _ = select.select([self.channel.sock], [], [], 0)
-        except (OSError, ValueError):
-            return False
-        return not readable
 
     @property
     def where(self) -> str:

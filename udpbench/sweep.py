@@ -1,7 +1,6 @@
 """`udpbench sweep`: the same plan of payload sizes against each host, one row per size, saved as it goes."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -110,45 +109,45 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
         if output is not None:
             saved = results.save(output, meta, rows)[0]
 
-    with contextlib.ExitStack() as stack:
-        clients = []
-        for host in hosts:
-            client = stack.enter_context(connect(host, port, family, token=token))
+    # Control connections are not held idle: a server ends a silent one, and a long
+    # sweep of one host would otherwise cost the next its connection. First each host's path
+    # MTU, then each host's rows on a connection of its own.
+    hosts_v6 = []
+    for host in hosts:
+        with connect(host, port, family, token=token) as client:
             loopback = is_loopback(client.server_addr[0])
             # Discovered, not assumed: the echo method through this client (exact, black-hole
             # proof), else ICMP, else the route's MTU; loopback just reads its interface.
             found = path_mtu.sweep_path_mtu(client, loopback)
-            mtu = found["path_mtu"]
             meta["hosts"].append({"host": host, "address": client.server_addr[0], "port": client.port,
                                   "family": 6 if client.v6 else 4, "loopback": loopback, **found})
-            clients.append((client, mtu))
-        if sizes is None:
-            reference = min((m if not is_loopback(c.server_addr[0]) else min(m, ETHERNET_MTU))
-                            for c, m in clients)
-            any_v6 = any(c.v6 for c, _ in clients)
-            sizes = plan(reference, any_v6, points)
-            meta["plan"] = {"kind": "around-mtu", "reference_mtu": reference, "points": points}
-        else:
-            meta["plan"] = {"kind": "given"}
-        for client, _ in clients:
-            for size in sizes:
-                try:
-                    wire.check_size(size, client.v6)
-                except wire.WireError as exc:
-                    raise UserError(f"{client.host}: {exc}") from None
-        meta["sizes"] = sizes
-        total = len(sizes) * len(clients)
-        with Progress(total, progress) as bar:
+            hosts_v6.append(client.v6)
+    if sizes is None:
+        reference = min(h["path_mtu"] if not h["loopback"] else min(h["path_mtu"], ETHERNET_MTU)
+                        for h in meta["hosts"])
+        sizes = plan(reference, any(hosts_v6), points)
+        meta["plan"] = {"kind": "around-mtu", "reference_mtu": reference, "points": points}
+    else:
+        meta["plan"] = {"kind": "given"}
+    for host, v6 in zip(hosts, hosts_v6):
+        for size in sizes:
             try:
-                for client, mtu in clients:
-                    if not client.alive():
-                        # The server ended an idle connection while other hosts ran: connect again.
-                        client = stack.enter_context(connect(client.host, port, family, token=token))
+                wire.check_size(size, v6)
+            except wire.WireError as exc:
+                raise UserError(f"{host}: {exc}") from None
+    meta["sizes"] = sizes
+    total = len(sizes) * len(hosts)
+    with Progress(total, progress) as bar:
+        try:
+            for info in meta["hosts"]:
+                with connect(info["host"], port, family, token=token) as client:
+                    info["port"] = client.port  # an embedded server gets a new port each time
                     host_rate = rate if rate is not None else default_rate(client.server_addr[0])
                     for size in sizes:
                         bar.step(f"{client.host} {size} B")
                         try:
-                            row = client.blast(size, duration, host_rate, engine, path_mtu=mtu, df=df)
+                            row = client.blast(size, duration, host_rate, engine, path_mtu=info["path_mtu"],
+                                               df=df)
                         except MeasurementError as exc:
                             checkpoint()
                             kept = f"; {len(rows)} finished row(s) kept in {saved}" if saved else ""
@@ -159,12 +158,12 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
                             raise KeyboardInterrupt
                         checkpoint()
                         bar.advance()
-            except KeyboardInterrupt:
-                # Whenever Ctrl-C lands (mid-blast, waiting for a REPORT, mid-save), save again:
-                # the write is atomic, so the file holds every finished row and loads.
-                meta["interrupted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-                checkpoint()
-                raise SweepInterrupted(rows, saved) from None
+        except KeyboardInterrupt:
+            # Whenever Ctrl-C lands (mid-blast, waiting for a REPORT, mid-save), save again:
+            # the write is atomic, so the file holds every finished row and loads.
+            meta["interrupted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            checkpoint()
+            raise SweepInterrupted(rows, saved) from None
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     checkpoint()
     return meta, rows, saved
