@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 from . import results, wire
 from .client import connect

@@ -31,6 +31,7 @@ from . import sockopts, wire
 from .client import Client, format_hostport
 from .errors import MeasurementError, UserError
 from .server import DEFAULT_PORT, MAX_DURATION_S
+from .units import seconds_between
 
 DEFAULT_COUNT = 5
 DEFAULT_SIZE = 64
@@ -447,17 +448,6 @@ def default_deadline(count: int, interval: float, rto_max: float = RTO_MAX_S) ->
     return min(count * interval + 5 * rto_max, MAX_DURATION_S)
 
 
-def _seconds(name: str, low: float, high: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"{name} {text!r} is not a number of seconds") from None
-        if not low <= value <= high:  # also refuses NaN
-            raise UserError(f"{name} {text!r} must be between {low:g} and {high:g} seconds")
-        return value
-    return parse
-
 
 def add_parser(commands) -> None:
     from .sweep import add_token_arguments
@@ -472,21 +462,21 @@ def add_parser(commands) -> None:
                    help=f"requests to send (default {DEFAULT_COUNT})")
     p.add_argument("-s", "--size", type=int, default=DEFAULT_SIZE, metavar="N",
                    help=f"UDP payload bytes of each request and reply (default {DEFAULT_SIZE})")
-    p.add_argument("-i", "--interval", type=_seconds("--interval", MIN_INTERVAL_S, 3600.0),
+    p.add_argument("-i", "--interval", type=seconds_between("--interval", MIN_INTERVAL_S, 3600.0),
                    default=DEFAULT_INTERVAL_S, metavar="S",
                    help=f"seconds from one request to the next (default {DEFAULT_INTERVAL_S:g})")
-    p.add_argument("-w", "--deadline", type=_seconds("--deadline", 0.01, MAX_DURATION_S), default=None,
+    p.add_argument("-w", "--deadline", type=seconds_between("--deadline", 0.01, MAX_DURATION_S), default=None,
                    metavar="S", help="stop after this many seconds, whatever is left "
                                      "(default: count x interval + 5 x the RTO ceiling, at most 1 hour)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
     fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
-    p.add_argument("--rto-initial", type=_seconds("--rto-initial", 0.001, 60.0), default=RTO_INITIAL_S,
+    p.add_argument("--rto-initial", type=seconds_between("--rto-initial", 0.001, 60.0), default=RTO_INITIAL_S,
                    metavar="S", help=f"timeout before the first RTT sample (default {RTO_INITIAL_S:g}, RFC 6298)")
-    p.add_argument("--rto-min", type=_seconds("--rto-min", 0.001, 60.0), default=RTO_MIN_S, metavar="S",
+    p.add_argument("--rto-min", type=seconds_between("--rto-min", 0.001, 60.0), default=RTO_MIN_S, metavar="S",
                    help=f"floor of the adaptive timeout (default {RTO_MIN_S:g}: a LAN floor)")
-    p.add_argument("--rto-max", type=_seconds("--rto-max", 0.001, 60.0), default=RTO_MAX_S, metavar="S",
+    p.add_argument("--rto-max", type=seconds_between("--rto-max", 0.001, 60.0), default=RTO_MAX_S, metavar="S",
                    help=f"ceiling of the backoff: a request unanswered at this timeout is given up "
                         f"(default {RTO_MAX_S:g})")
     p.add_argument("--df", action="store_true",

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shlex
 import socket
@@ -16,7 +15,7 @@ from .client import DEFAULT_LAN_RATE_BPS, ENGINES, connect, is_loopback
 from .errors import MeasurementError, UserError
 from .report import print_table
 from .server import DEFAULT_PORT
-from .units import format_rate, parse_rate, parse_sizes, positive_seconds
+from .units import parse_rate, parse_sizes, positive_seconds, whole_number_between
 
 # Loopback's MTU (65536) fragments nothing at Ethernet sizes; a loopback-only sweep is planned
 # around Ethernet's 1500 so its rows line up with a LAN's (that contrast is the point).
@@ -201,7 +200,7 @@ def add_parser(commands) -> None:
 
 def add_common_arguments(p) -> None:
     """Options blast and sweep share."""
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=whole_number_between("--port", 1, 65535), default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
     fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
@@ -224,15 +223,6 @@ def add_token_arguments(p) -> None:
                         f"other local users can read a command line: prefer the variable or --token-file")
     p.add_argument("--token-file", default=None, metavar="FILE", help="read the token from FILE's first line")
 
-
-def port_number(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise UserError(f"port {text!r} is not a number") from None
-    if not 1 <= port <= 65535:
-        raise UserError(f"port {port} is outside 1-65535")
-    return port
 
 
 def token_of(args) -> str:
