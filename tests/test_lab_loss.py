@@ -1,7 +1,6 @@
 """In the lab: datagram loss through a lossy link, against the law for k fragments, and its cause."""
 import json
 import math
-import subprocess
 import sys
 
 import pytest

@@ -310,7 +310,7 @@ def test_text_output_names_the_path_mtu_and_payload(capsys):
     (["mtu", "127.0.0.1", "--min", "1500", "--max", "1400"], "--min 1500 is above --max 1400"),
     (["mtu", "127.0.0.1", "--max", "40"], "outside 68"),
     (["mtu", "127.0.0.1", "--method", "smoke"], "invalid choice"),
-    (["mtu", "127.0.0.1", "--max-probes", "0"], "--max-probes must be"),
+    (["mtu", "127.0.0.1", "--max-probes", "0"], "--max-probes 0 is outside 1..10"),
     (["mtu", "127.0.0.1", "--timeout", "-1"], "timeout"),
     (["mtu", "127.0.0.1", "--port", "0"], "port 0"),
     (["mtu", "::1", "-6", "--min", "600"], "1280"),

@@ -1,5 +1,4 @@
 """`udpbench plot` and `sweep --plot`: real images from real and hand-built result files."""
-import os
 import signal
 import subprocess
 import sys

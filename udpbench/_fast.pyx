@@ -674,6 +674,9 @@ cdef class Receiver:
 
     def feed(self, const unsigned char[:] payload, int64_t rx_ns):
         """Count one datagram given as bytes (for tests and for Python-side receive paths)."""
+        if payload.shape[0] == 0:  # a zero-length datagram is legal UDP, and foreign here
+            self.foreign += 1
+            return
         with nogil:
             self.on_datagram(&payload[0], payload.shape[0], rx_ns)
 

@@ -37,3 +37,5 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except SystemExit as exc:  # --help and --version: argparse exits; main returns instead
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)

@@ -4,8 +4,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import math
 import secrets
 import socket
+import sys
 import time
 
 from . import __version__, _fast, control, engines, frag, kernel, sockopts, stats, wire
@@ -13,6 +15,7 @@ from .control import PeerClosed, PeerError, ProtocolError
 from .errors import MeasurementError, UserError
 from .interval import IntervalReports
 from .server import DEFAULT_PORT, Server
+from .units import format_rate
 
 ENGINES = engines.ENGINES
 CONNECT_TIMEOUT_S = 3.0
@@ -47,8 +50,12 @@ class Client:
     """A control connection to one server, over which any number of measurements run."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, family: int | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT_S):
+                 connect_timeout: float = CONNECT_TIMEOUT_S, token: str | None = None):
+        """``token``: the shared secret to prove if the server asks; None takes $UDPBENCH_TOKEN, "" none."""
         self.host = host
+        self.token = control.resolve_token(token) if token is None else (token or None)
+        self.authenticated = False
+        self._noticed: set[str] = set()
         self.family, self.server_addr = resolve(host, port, family)
         self.port = self.server_addr[1]
         where = format_hostport(self.server_addr[0], self.port)
@@ -73,16 +80,66 @@ class Client:
             self.channel.send({"type": "HELLO", "version": control.PROTOCOL_VERSION,
                                "client": f"udpbench {__version__}"})
             self.hello = self.channel.expect("HELLO")
-        except (PeerError, ProtocolError, TimeoutError, OSError) as exc:
+        except PeerError as exc:  # e.g. "server busy"
+            self.channel.close()
+            raise MeasurementError(f"server {where} refused: {exc}") from None
+        except (ProtocolError, TimeoutError, OSError) as exc:
             self.channel.close()
             raise MeasurementError(f"{where} did not greet as a udpbench server: {exc}") from None
+        try:
+            self._authenticate()
+        except BaseException:
+            self.channel.close()
+            raise
         self.v6 = self.family == socket.AF_INET6
 
     def sibling(self) -> "Client":
         """Another control connection to the same server (one per parallel stream)."""
-        other = Client(self.server_addr[0], self.port, self.family)
+        other = Client(self.server_addr[0], self.port, self.family, token=self.token or "")
         other.host = self.host
         return other
+
+    def _authenticate(self) -> None:
+        """Prove the token if the server asks for one, and check the server's proof in turn."""
+        method = self.hello.get("auth")
+        if method is None:
+            if self.token:
+                # Decision: go on. The token guards the server; a server that asks for none
+                # lets anyone measure, so withholding ours would protect nothing. Say so.
+                self.notice(f"server {self.where} does not require a token; --token/UDPBENCH_TOKEN unused")
+            return
+        if method != control.AUTH_METHOD:
+            raise MeasurementError(f"server {self.where} asks for authentication {str(method)[:40]!r}, "
+                                   f"which this udpbench does not speak: upgrade udpbench")
+        if not self.token:
+            with contextlib.suppress(OSError):
+                self.channel.send({"type": "BYE"})
+            raise UserError(f"{self.where}: {control.NEED_TOKEN}")
+        server_nonce = self.hello.get("nonce")
+        if not control.valid_nonce(server_nonce):
+            raise MeasurementError(f"server {self.where} sent no usable nonce to authenticate against")
+        nonce = control.new_nonce()
+        try:
+            self.channel.send({"type": "AUTH", "nonce": nonce,
+                               "mac": control.auth_mac(self.token, "client", server_nonce, nonce)})
+            ok = self.channel.expect("AUTH_OK")
+        except PeerError as exc:
+            if str(exc) == control.AUTH_FAILED:
+                raise UserError(f"{self.where}: {control.AUTH_FAILED}: the server holds another token "
+                                f"(check --token or UDPBENCH_TOKEN)") from None
+            raise MeasurementError(f"server {self.where} refused: {exc}") from None
+        except (ProtocolError, TimeoutError, OSError) as exc:
+            raise MeasurementError(f"authenticating to {self.where} failed: {exc}") from None
+        if not control.check_mac(self.token, "server", server_nonce, nonce, ok["mac"]):
+            raise MeasurementError(f"{self.where}: {control.AUTH_FAILED}: the server could not prove "
+                                   f"it holds the token")
+        self.authenticated = True
+
+    def notice(self, text: str) -> None:
+        """One line on stderr, once per connection: a clamp or an unused token is worth knowing."""
+        if text not in self._noticed:
+            self._noticed.add(text)
+            print(f"udpbench: {text}", file=sys.stderr, flush=True)
 
     @property
     def where(self) -> str:
@@ -144,6 +201,27 @@ class Client:
         """Open a session on the server (START) and return its Flow, ready to send."""
         return Flow(self, size, duration, rate_bps, engine, rcvbuf, path_mtu, df)
 
+    def _granted(self, started: dict, duration: float, rate_bps: float) -> tuple[float, float, list[str]]:
+        """The duration and rate to use: the server's grant, never more than the user asked.
+
+        A server without limits grants what was asked (or, being older, says nothing).
+        """
+        granted = started.get("granted")
+        if not isinstance(granted, dict):
+            return duration, rate_bps, []
+        clamped = []
+        g_duration, g_rate = granted.get("duration_s"), granted.get("rate_bps")
+        if _positive(g_duration) and g_duration < duration:
+            self.notice(f"server {self.where} clamped the duration to {g_duration:g} s (asked {duration:g} s)")
+            duration = float(g_duration)
+            clamped.append("duration_s")
+        if _positive(g_rate) and (rate_bps == 0 or g_rate < rate_bps):
+            asked = "max" if rate_bps == 0 else format_rate(rate_bps)
+            rate_bps = float(g_rate)
+            clamped.append("rate_bps")
+            self.notice(f"server {self.where} clamped the rate to {format_rate(rate_bps)} (asked {asked})")
+        return duration, rate_bps, clamped
+
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self.channel.send({"type": "BYE"})
@@ -190,6 +268,10 @@ class Flow:
             if rcvbuf:
                 start["rcvbuf"] = rcvbuf
             self.started = client._converse(start, "STARTED")
+            # The server may grant less than asked (its limits); send what it granted.
+            self.asked_duration, self.asked_rate = duration, rate_bps or 0.0
+            self.duration, self.rate_bps, self.clamped = client._granted(self.started, duration,
+                                                                         self.asked_rate)
         except BaseException:
             self.sock.close()
             raise
@@ -252,6 +334,11 @@ class Flow:
         row = make_row(self.client, self.size, self.choice, self.duration, self.rate_bps, tx, report,
                        self.sender_counters, self.mtu, self.sender_mtu)
         row["rcvbuf"] = self.started.get("rcvbuf", 0)
+        row["duration_requested_s"] = float(self.asked_duration)
+        row["duration_granted_s"] = float(self.duration)
+        row["rate_requested_bps"] = float(self.asked_rate)
+        row["clamped"] = ",".join(self.clamped)
+        row["authenticated"] = self.client.authenticated
         row["df"] = self.df
         row["sendable"] = tx["sent"] > 0 or not tx["errors"]
         row["send_error"] = "" if row["sendable"] else errno_name(max(tx["errors"], key=tx["errors"].get))
@@ -262,6 +349,10 @@ class Flow:
         if self.reports is not None:
             row["intervals"] = self.reports.finish(report, tx["sent"])
         return row
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _send_first(sock: socket.socket, session: int, size: int) -> int:
@@ -287,22 +378,25 @@ def _nothing_sent(fd: int, size: int, session: int, err: int | None = None) -> d
 
 
 @contextlib.contextmanager
-def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embedded: bool = True):
+def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embedded: bool = True,
+            token: str | None = None):
     """A Client for ``host``; for a loopback host with no server listening, an embedded one.
 
-    The embedded server listens on a free port of the same loopback address and is closed
-    when the block ends.
+    The embedded server listens on a free port of the same loopback address, holds the same
+    token as the client (so the handshake is the one a real server runs) and is closed when
+    the block ends. ``token`` as for ``Client``.
     """
+    token = control.resolve_token() if token is None else token
     try:
-        client = Client(host, port, family)
+        client = Client(host, port, family, token=token or "")
         server = None
     except ServerAbsent:
         fam, addr = resolve(host, port, family)
         if not (embedded and is_loopback(addr[0])):
             raise
-        server = Server(addr[0], 0).start()
+        server = Server(addr[0], 0, token=token or None).start()
         try:
-            client = Client(addr[0], server.port, fam)
+            client = Client(addr[0], server.port, fam, token=token or "")
         except BaseException:
             server.close()
             raise
@@ -385,7 +479,7 @@ def make_row(client: Client, size: int, engine: "engines.Choice | str", duration
         "late_p50_us": tx.get("late_p50_ns", 0) / 1e3,
         "late_p99_us": tx.get("late_p99_ns", 0) / 1e3,
         "late_max_us": tx.get("late_max_ns", 0) / 1e3,
-        "schedule_resets": tx["schedule_resets"],
+        "schedule_resets": tx.get("schedule_resets", 0),
         "foreign": report.get("foreign", 0),
         "socket_drops": report.get("socket_drops") or 0,
         "gro_buffers": report.get("gro_buffers", 0),

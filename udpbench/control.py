@@ -5,25 +5,43 @@ with a string ``type``. Frames larger than ``MAX_FRAME`` are refused before they
 
 Conversation (client C, server S)::
 
-    C HELLO {version}                S HELLO {version, server, nonce}
-    C START {session, mode, ...}     S STARTED {data_port, rcvbuf}
+    C HELLO {version}                S HELLO {version, server, nonce[, auth]}
+    C AUTH {nonce, mac}              S AUTH_OK {mac}         (only when the server has a token)
+    C START {session, mode, ...}     S STARTED {data_port, rcvbuf, granted, clamped}
     C STOP {sent}                    S REPORT {received, ...}
       ... more START/STOP rounds ...
     C STATUS {session}               S STATUS {received, highest_seq, ...}   (while RUNNING, any number)
     C BYE                            (close)
 
 Anything that does not fit the state ends the conversation with ``ERROR {message}``.
+
+Authentication: a server started with a token announces ``auth: "hmac-sha256"`` in its HELLO.
+The client answers with its own nonce and HMAC-SHA256(token, client label, both nonces); the
+server checks it with ``hmac.compare_digest`` and proves it knows the token too, with the
+server label. The token itself never crosses the network, and the server's fresh nonce makes
+a recorded AUTH useless on another connection.
 """
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
 import json
+import os
+import secrets
 import socket
 import struct
+import time
+
+from .errors import UserError
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 64 * 1024
 LENGTH = struct.Struct("!I")
+AUTH_METHOD = "hmac-sha256"
+TOKEN_ENV = "UDPBENCH_TOKEN"
+NONCE_BYTES = 16
+MAX_NONCE_CHARS = 128
 
 
 class ProtocolError(Exception):
@@ -50,6 +68,8 @@ SCHEMA: dict[str, dict[str, type | tuple]] = {
     "REPORT": {"session": int},
     "BYE": {},
     "ERROR": {"message": str},
+    "AUTH": {"nonce": str, "mac": str},
+    "AUTH_OK": {"mac": str},
 }
 # Fields of START in "blast" mode: the receiver needs them to count and to check limits.
 BLAST_FIELDS = {"size": int, "duration_s": _NUMBER, "rate_bps": _NUMBER, "client_port": int}
@@ -71,6 +91,8 @@ def decode(payload: bytes) -> dict:
         msg = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"control frame is not JSON: {exc}") from None
+    except RecursionError:  # "[[[[..." nested deeper than the parser's stack, within 64 KiB
+        raise ProtocolError("control frame is nested too deeply") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError("control frame is not an object with a 'type'")
     kind = msg["type"]
@@ -82,8 +104,12 @@ def decode(payload: bytes) -> dict:
             raise ProtocolError(f"unknown START mode {msg['mode'][:40]!r}")
         if msg["mode"] == "blast":
             _check_fields(msg, BLAST_FIELDS)
-    if "session" in msg and not 0 <= msg["session"] < 2**64:
-        raise ProtocolError("session id out of range")
+            if not 0 < msg["client_port"] <= 65535:
+                raise ProtocolError("START client_port is outside 1-65535")
+    session = msg.get("session")
+    if "session" in msg and (isinstance(session, bool) or not isinstance(session, int)
+                             or not 0 <= session < 2**64):
+        raise ProtocolError("session id out of range: it is an integer in 0 to 2**64-1")
     return msg
 
 
@@ -103,9 +129,16 @@ class Channel:
         sock.settimeout(timeout)
         self.peer = sock.getpeername()
 
-    def _read_exactly(self, n: int) -> bytes:
+    def _read_exactly(self, n: int, deadline: float | None) -> bytes:
         chunks = []
         while n:
+            if deadline is not None:
+                # The timeout bounds the whole frame, not each recv: a peer dribbling one
+                # byte at a time cannot hold a session slot forever.
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise socket.timeout
+                self.sock.settimeout(remaining)
             chunk = self.sock.recv(min(n, 65536))
             if not chunk:
                 raise PeerClosed("control connection closed by peer")
@@ -118,18 +151,17 @@ class Channel:
 
     def recv(self, timeout: float | None = ...) -> dict:
         """The next message; raises PeerError for an ERROR frame, TimeoutError, ProtocolError."""
-        if timeout is not ...:
-            self.sock.settimeout(timeout)
+        limit = self.timeout if timeout is ... else timeout
+        deadline = None if limit is None else time.monotonic() + limit
         try:
-            (length,) = LENGTH.unpack(self._read_exactly(LENGTH.size))
+            (length,) = LENGTH.unpack(self._read_exactly(LENGTH.size, deadline))
             if length > MAX_FRAME:
                 raise ProtocolError(f"control frame of {length} bytes exceeds the {MAX_FRAME}-byte cap")
-            msg = decode(self._read_exactly(length))
+            msg = decode(self._read_exactly(length, deadline))
         except socket.timeout:
             raise TimeoutError("no answer on the control channel") from None
         finally:
-            if timeout is not ...:
-                self.sock.settimeout(self.timeout)
+            self.sock.settimeout(self.timeout)
         if msg["type"] == "ERROR":
             raise PeerError(msg["message"])
         return msg
@@ -154,8 +186,51 @@ class Channel:
             pass
 
 
+# --- authentication ------------------------------------------------------------------------
+
+def resolve_token(token: str | None = None, token_file: str | None = None) -> str | None:
+    """The shared secret: ``--token``, else the first line of ``--token-file``, else $UDPBENCH_TOKEN.
+
+    An empty string means no token.
+    """
+    if token is None and token_file:
+        try:
+            with open(token_file, encoding="utf-8") as f:
+                token = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"cannot read token file {token_file}: {getattr(exc, 'strerror', None) or exc}") from None
+        if not token:
+            raise UserError(f"token file {token_file} is empty")
+    if token is None:
+        token = os.environ.get(TOKEN_ENV)
+    return token or None
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(NONCE_BYTES)
+
+
+def auth_mac(token: str, role: str, server_nonce: str, client_nonce: str) -> str:
+    """HMAC-SHA256 over a role label and both nonces, keyed with the token (hex).
+
+    The role label keeps the client's proof from being reflected back as the server's.
+    """
+    message = "\0".join(("udpbench-auth-v1", role, server_nonce, client_nonce)).encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def check_mac(token: str, role: str, server_nonce: str, client_nonce: str, mac: str) -> bool:
+    expected = auth_mac(token, role, server_nonce, client_nonce)
+    return hmac.compare_digest(expected.encode(), mac.encode("utf-8", "replace"))
+
+
+def valid_nonce(nonce) -> bool:
+    return isinstance(nonce, str) and 16 <= len(nonce) <= MAX_NONCE_CHARS
+
+
 class ServerState(enum.Enum):
     AWAIT_HELLO = "await-hello"
+    AWAIT_AUTH = "await-auth"  # the server has a token: nothing but AUTH until the client proves it
     READY = "ready"  # between measurements
     RUNNING = "running"  # a session's datagrams are flowing
     CLOSED = "closed"
@@ -164,6 +239,7 @@ class ServerState(enum.Enum):
 # Which client messages each server state accepts, and the state each leads to.
 SERVER_TRANSITIONS: dict[ServerState, dict[str, ServerState]] = {
     ServerState.AWAIT_HELLO: {"HELLO": ServerState.READY},
+    ServerState.AWAIT_AUTH: {"AUTH": ServerState.READY, "BYE": ServerState.CLOSED},
     ServerState.READY: {"START": ServerState.RUNNING, "BYE": ServerState.CLOSED},
     ServerState.RUNNING: {"STOP": ServerState.READY, "BYE": ServerState.CLOSED,
                           "STATUS": ServerState.RUNNING},
@@ -171,9 +247,18 @@ SERVER_TRANSITIONS: dict[ServerState, dict[str, ServerState]] = {
 }
 
 
-def next_server_state(state: ServerState, msg: dict) -> ServerState:
+NEED_TOKEN = "server requires a token: pass --token or set UDPBENCH_TOKEN"
+AUTH_FAILED = "authentication failed"
+
+
+def next_server_state(state: ServerState, msg: dict, auth_required: bool = False) -> ServerState:
+    """The state after ``msg``; a server with a token goes from HELLO to AWAIT_AUTH, not READY."""
     allowed = SERVER_TRANSITIONS[state]
     if msg["type"] not in allowed:
+        if state is ServerState.AWAIT_AUTH:
+            raise ProtocolError(NEED_TOKEN)
         expected = " or ".join(allowed) or "nothing"
         raise ProtocolError(f"{msg['type']} is out of order: the server expected {expected}")
+    if state is ServerState.AWAIT_HELLO and auth_required:
+        return ServerState.AWAIT_AUTH
     return allowed[msg["type"]]

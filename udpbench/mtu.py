@@ -17,7 +17,6 @@ import errno
 import fcntl
 import ipaddress
 import json
-import math
 import secrets
 import select
 import socket
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 
 from . import frag, sockopts, wire
 from .errors import MeasurementError, UserError
+from .units import seconds_between, whole_number_between
 
 METHODS = ("icmp", "echo", "both")
 MAX_PROBES = 3  # RFC 8899 MAX_PROBES: tries per size before it counts as too big
@@ -667,6 +667,7 @@ class Options:
     timeout: float | None = None
     max_probes: int = MAX_PROBES
     granularity: int = 1
+    token: str | None = None  # for a server that requires one; None: $UDPBENCH_TOKEN
 
 
 def _limits(v6: bool, route: Route, opts: Options, fallback_mtu: int | None) -> tuple[int, int, list[str]]:
@@ -697,14 +698,15 @@ def discover(host: str, opts: Options, client=None) -> dict:
         warnings: list[str] = []
         if client is None and opts.method in ("echo", "both"):
             try:
-                client = stack.enter_context(connect(host, port, opts.family))
+                client = stack.enter_context(connect(host, port, opts.family, token=opts.token))
             except ServerAbsent as exc:
                 if opts.method == "echo":
                     raise
                 warnings.append(f"{exc}; the echo method was skipped")
         elif client is None:
             with contextlib.suppress(ServerAbsent):
-                client = stack.enter_context(contextlib.closing(Client(host, port, opts.family)))
+                client = stack.enter_context(contextlib.closing(Client(host, port, opts.family,
+                                                                       token=opts.token)))
         if client is not None:
             family, address, port, v6 = client.family, client.server_addr[0], client.port, client.v6
         else:
@@ -836,40 +838,15 @@ def sweep_path_mtu(client, loopback: bool, timeout: float | None = None) -> dict
 
 # --- command line ---------------------------------------------------------------------------
 
-def _ip_size(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise UserError(f"size {text!r} is not a whole number of bytes") from None
-    if not 68 <= value <= MAX_PACKET[6]:
-        raise UserError(f"size {value} is outside 68..{MAX_PACKET[6]} bytes (IP packet sizes)")
-    return value
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(f"timeout {text!r} is not a number of seconds") from None
-    if not (math.isfinite(value) and 0.001 <= value <= 10):
-        raise UserError(f"timeout {text!r} must be between 0.001 and 10 seconds")
-    return value
 
-
-def _count(low: int, high: int, what: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise UserError(f"{what} {text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise UserError(f"{what} must be between {low} and {high}")
-        return value
-    return parse
+IP_PACKET_SIZE = whole_number_between("size", 68, MAX_PACKET[6], "bytes (IP packet sizes)")
 
 
 def add_parser(commands) -> None:
     from .server import DEFAULT_PORT
+    from .sweep import add_token_arguments
 
     p = commands.add_parser(
         "mtu", help="find the path MTU: by ICMP (like tracepath) and by echo probing a udpbench server",
@@ -887,29 +864,32 @@ def add_parser(commands) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
                    help=f"the udpbench server's port; with no server there, the ICMP method's target "
                         f"port, which should be closed (default {DEFAULT_PORT})")
-    p.add_argument("--min", dest="min_mtu", type=_ip_size, metavar="B",
+    p.add_argument("--min", dest="min_mtu", type=IP_PACKET_SIZE, metavar="B",
                    help="smallest MTU to consider (default 68 for IPv4, 1280 for IPv6)")
-    p.add_argument("--max", dest="max_mtu", type=_ip_size, metavar="B",
+    p.add_argument("--max", dest="max_mtu", type=IP_PACKET_SIZE, metavar="B",
                    help="largest MTU to consider (default: the outgoing interface's MTU)")
-    p.add_argument("--timeout", type=_seconds, metavar="S",
+    p.add_argument("--timeout", type=seconds_between("--timeout", 0.001, 10), metavar="S",
                    help="fixed probe timer in seconds (default adaptive: 1 s until the first answer, "
                         "then max(0.2 s, 3 x smoothed RTT))")
-    p.add_argument("--max-probes", type=_count(1, 10, "--max-probes"), default=MAX_PROBES, metavar="N",
+    p.add_argument("--max-probes", type=whole_number_between("--max-probes", 1, 10), default=MAX_PROBES, metavar="N",
                    help=f"tries per size before it counts as too big (default {MAX_PROBES})")
-    p.add_argument("--granularity", type=_count(1, 1024, "--granularity"), default=1, metavar="B",
+    p.add_argument("--granularity", type=whole_number_between("--granularity", 1, 1024, "bytes"), default=1, metavar="B",
                    help="stop the echo search when the bracket is this narrow (default 1: exact)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of text")
+    add_token_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from .sweep import token_of
+
     if not 0 < args.port <= 65535:
         raise UserError(f"port {args.port} is outside 1-65535")
     if args.min_mtu and args.max_mtu and args.min_mtu > args.max_mtu:
         raise UserError(f"--min {args.min_mtu} is above --max {args.max_mtu}")
     opts = Options(method=args.method, family=args.family, port=args.port, min_mtu=args.min_mtu,
                    max_mtu=args.max_mtu, timeout=args.timeout, max_probes=args.max_probes,
-                   granularity=args.granularity)
+                   granularity=args.granularity, token=token_of(args))
     result = discover(args.host, opts)
     if args.json:
         print(json.dumps(result))

@@ -31,6 +31,7 @@ from . import sockopts, wire
 from .client import Client, format_hostport
 from .errors import MeasurementError, UserError
 from .server import DEFAULT_PORT, MAX_DURATION_S
+from .units import seconds_between
 
 DEFAULT_COUNT = 5
 DEFAULT_SIZE = 64
@@ -396,7 +397,8 @@ class Pinger:
 
 def ping(host: str, port: int = DEFAULT_PORT, family: int | None = None, count: int = DEFAULT_COUNT,
          size: int = DEFAULT_SIZE, interval: float = DEFAULT_INTERVAL_S, deadline: float | None = None,
-         estimator: RtoEstimator | None = None, on_event=None, df: bool = False) -> dict:
+         estimator: RtoEstimator | None = None, on_event=None, df: bool = False,
+         token: str | None = None) -> dict:
     """Open an echo session with the server at ``host`` and ping it; return the summary.
 
     ``df``: set don't-fragment (IP_PMTUDISC_DO) so a request larger than the path MTU is
@@ -408,7 +410,7 @@ def ping(host: str, port: int = DEFAULT_PORT, family: int | None = None, count: 
     if deadline is None:
         deadline = default_deadline(count, interval, estimator.maximum)
     on_event = on_event or (lambda kind, **fields: None)
-    with Client(host, port, family) as client:
+    with Client(host, port, family, token=token) as client:
         try:
             wire.check_size(size, client.v6)
         except wire.WireError as exc:
@@ -446,19 +448,10 @@ def default_deadline(count: int, interval: float, rto_max: float = RTO_MAX_S) ->
     return min(count * interval + 5 * rto_max, MAX_DURATION_S)
 
 
-def _seconds(name: str, low: float, high: float):
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"{name} {text!r} is not a number of seconds") from None
-        if not low <= value <= high:  # also refuses NaN
-            raise UserError(f"{name} {text!r} must be between {low:g} and {high:g} seconds")
-        return value
-    return parse
-
 
 def add_parser(commands) -> None:
+    from .sweep import add_token_arguments
+
     p = commands.add_parser(
         "ping", help="request/reply over UDP: RTT, loss and retransmissions, like ping",
         description="Send ECHO requests to a udpbench server one at a time and time the replies. "
@@ -469,21 +462,21 @@ def add_parser(commands) -> None:
                    help=f"requests to send (default {DEFAULT_COUNT})")
     p.add_argument("-s", "--size", type=int, default=DEFAULT_SIZE, metavar="N",
                    help=f"UDP payload bytes of each request and reply (default {DEFAULT_SIZE})")
-    p.add_argument("-i", "--interval", type=_seconds("--interval", MIN_INTERVAL_S, 3600.0),
+    p.add_argument("-i", "--interval", type=seconds_between("--interval", MIN_INTERVAL_S, 3600.0),
                    default=DEFAULT_INTERVAL_S, metavar="S",
                    help=f"seconds from one request to the next (default {DEFAULT_INTERVAL_S:g})")
-    p.add_argument("-w", "--deadline", type=_seconds("--deadline", 0.01, MAX_DURATION_S), default=None,
+    p.add_argument("-w", "--deadline", type=seconds_between("--deadline", 0.01, MAX_DURATION_S), default=None,
                    metavar="S", help="stop after this many seconds, whatever is left "
                                      "(default: count x interval + 5 x the RTO ceiling, at most 1 hour)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
     fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
-    p.add_argument("--rto-initial", type=_seconds("--rto-initial", 0.001, 60.0), default=RTO_INITIAL_S,
+    p.add_argument("--rto-initial", type=seconds_between("--rto-initial", 0.001, 60.0), default=RTO_INITIAL_S,
                    metavar="S", help=f"timeout before the first RTT sample (default {RTO_INITIAL_S:g}, RFC 6298)")
-    p.add_argument("--rto-min", type=_seconds("--rto-min", 0.001, 60.0), default=RTO_MIN_S, metavar="S",
+    p.add_argument("--rto-min", type=seconds_between("--rto-min", 0.001, 60.0), default=RTO_MIN_S, metavar="S",
                    help=f"floor of the adaptive timeout (default {RTO_MIN_S:g}: a LAN floor)")
-    p.add_argument("--rto-max", type=_seconds("--rto-max", 0.001, 60.0), default=RTO_MAX_S, metavar="S",
+    p.add_argument("--rto-max", type=seconds_between("--rto-max", 0.001, 60.0), default=RTO_MAX_S, metavar="S",
                    help=f"ceiling of the backoff: a request unanswered at this timeout is given up "
                         f"(default {RTO_MAX_S:g})")
     p.add_argument("--df", action="store_true",
@@ -491,15 +484,18 @@ def add_parser(commands) -> None:
                         "instead of being fragmented, like ping -M do")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
+    add_token_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from .sweep import token_of
+
     check_count(args.count)
     estimator = RtoEstimator(args.rto_initial, args.rto_min, args.rto_max)
     printer = None if (args.quiet or args.json) else LinePrinter(args.host, args.size, args.count)
     result = ping(args.host, args.port, args.family, args.count, args.size, args.interval, args.deadline,
-                  estimator, printer, df=args.df)
+                  estimator, printer, df=args.df, token=token_of(args))
     if args.json:
         print(json.dumps(result))
     else:

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -82,41 +84,115 @@ def save(base: str | Path, meta: dict, rows: list[dict]) -> tuple[Path, Path]:
     return npz, js
 
 
+# Result files are small (a 1000-row sweep is well under a megabyte); a member that claims
+# more is not ours, and reading it could exhaust memory (a zip bomb).
+MAX_MEMBER_BYTES = 256 << 20
+_UNREADABLE = (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError,
+               RecursionError, NotImplementedError, struct.error, zlib.error, zipfile.BadZipFile)
+# Columns the table and plots read, and the types they need: a file that holds something else
+# under these names is refused at load, not by a traceback when it is shown.
+_NUMERIC = ("size", "sent", "received", "lost", "loss_ratio", "duplicates", "reordered", "tx_pps",
+            "rx_pps", "goodput_bps", "jitter_ms", "send_errors", "fragments", "path_mtu", "duration_s")
+_TEXT = ("host", "engine")
+
+
 def load(path: str | Path) -> tuple[dict, list[dict]]:
-    """(meta, rows) from a .npz or .json result file; a clear UserError for anything else."""
+    """(meta, rows) from a .npz or .json result file; a clear UserError for anything else.
+
+    Never unpickles: an .npz holding an object array is refused, not loaded.
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"no result file {path}")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not a result file")
     if path.suffix == ".json":
-        try:
-            document = json.loads(path.read_text())
-            meta, rows = document["meta"], document["rows"]
-        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-            raise UserError(f"{path} is not a udpbench result file (bad or truncated JSON)") from None
-        _check_meta(path, meta)
-        return meta, rows
+        meta, rows = _load_json(path)
+    else:
+        meta, rows = _load_npz(path)
+    _check_rows(path, rows)
+    return meta, rows
+
+
+def _load_json(path: Path) -> tuple[dict, list[dict]]:
     try:
+        document = json.loads(path.read_bytes().decode("utf-8"))
+        meta, rows = document["meta"], document["rows"]
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+        raise UserError(f"{path} is not a udpbench result file (bad or truncated JSON)") from None
+    _check_meta(path, meta)
+    return meta, rows
+
+
+def _load_npz(path: Path) -> tuple[dict, list[dict]]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if sum(info.file_size for info in archive.infolist()) > MAX_MEMBER_BYTES:
+                raise UserError(f"{path} is not a udpbench result file (its arrays claim more than "
+                                f"{MAX_MEMBER_BYTES >> 20} MiB)")
         with np.load(path, allow_pickle=False) as data:
+            if "meta" not in data.files:
+                raise UserError(f"{path} is not a udpbench result file (no 'meta' array)")
             meta = json.loads(str(data["meta"]))
             _check_meta(path, meta)
             columns = {k: data[k] for k in data.files if k != "meta"}
     except UserError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UserError(f"{path} holds a pickled (object) array: refused, udpbench never "
+                            f"unpickles a file") from None
         raise UserError(f"{path} is not a udpbench result file (unreadable, truncated or foreign)") from None
-    encoded = set(meta.get("json_columns", []))
-    rows = [{} for _ in range(meta.get("rows", 0))]
-    for key, column in columns.items():
-        if column.shape != (len(rows),):
+    except _UNREADABLE:
+        raise UserError(f"{path} is not a udpbench result file (unreadable, truncated or foreign)") from None
+    count = meta.get("rows", 0)
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise UserError(f"{path}: meta 'rows' is not a row count")
+    encoded = meta.get("json_columns", [])
+    if not isinstance(encoded, list):
+        raise UserError(f"{path}: meta 'json_columns' is not a list")
+    encoded = set(map(str, encoded))
+    for key, column in columns.items():  # check before building rows: 'rows' may be a lie
+        if column.shape != (count,):
             raise UserError(f"{path}: column {key!r} does not have one entry per row")
+    rows = [{} for _ in range(count)]
+    for key, column in columns.items():
         for row, value in zip(rows, column.tolist()):
-            row[key] = json.loads(value) if key in encoded else value
+            if key in encoded:
+                try:
+                    value = json.loads(value)
+                except (TypeError, ValueError, RecursionError):
+                    raise UserError(f"{path}: column {key!r} holds a value that is not JSON") from None
+            row[key] = value
     return meta, rows
+
+
+def _check_rows(path: Path, rows) -> None:
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise UserError(f"{path} is not a udpbench result file (rows are not a list of records)")
+    for i, row in enumerate(rows):
+        for key in _NUMERIC:
+            value = row.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise UserError(f"{path}: row {i + 1} field {key!r} is not a number")
+        for key in _TEXT:
+            value = row.get(key)
+            if value is not None and not isinstance(value, str):
+                raise UserError(f"{path}: row {i + 1} field {key!r} is not text")
 
 
 def _check_meta(path: Path, meta) -> None:
     if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
         raise UserError(f"{path} is not a udpbench result file (no '{SCHEMA}' schema in meta)")
-    if meta.get("schema_version", 0) > SCHEMA_VERSION:
-        raise UserError(f"{path} has schema version {meta['schema_version']}; this udpbench reads "
+    hosts = meta.get("hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, dict) and "host" in h and "path_mtu" in h
+                                              for h in hosts):
+        raise UserError(f"{path}: meta 'hosts' is not a list of hosts with their path MTU")
+    version = meta.get("schema_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise UserError(f"{path}: meta 'schema_version' is not a whole number")
+    if version > SCHEMA_VERSION:
+        raise UserError(f"{path} has schema version {version}; this udpbench reads "
                         f"up to {SCHEMA_VERSION}: upgrade udpbench")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import math
 import os
 import random
 import secrets
@@ -27,11 +28,15 @@ from . import __version__, control, discover, kernel, sockopts, wire
 from ._fast import Receiver
 from .control import PeerError, ProtocolError, ServerState
 from .errors import UserError
+from .units import format_rate, parse_rate, positive_seconds
 
 DEFAULT_PORT = 1060
 DEFAULT_RCVBUF = 8 << 20  # ask for 8 MiB so a fast sender is not cut short by the socket
 SESSION_GRACE_S = 10.0  # a client silent this long past its duration is taken for dead
 MAX_DURATION_S = 3600.0
+HANDSHAKE_TIMEOUT_S = 5.0  # HELLO and AUTH: an unauthenticated connection holds a session slot only this long
+IDLE_TIMEOUT_S = 120.0  # between measurements: a sweep's other hosts wait while one host runs
+AUTH_FAILURE_DELAY_S = 0.25  # slows a token-guessing peer to a few tries a second per connection
 
 
 def _is_root() -> bool:
@@ -118,7 +123,7 @@ def _listen_pair(family: int, address: str, port: int) -> tuple[socket.socket, s
         udp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         enable_pktinfo(udp)
         tcp.bind((address, port))
-        tcp.listen(64)
+        tcp.listen(1024)  # a burst of connections waits in the queue, not in SYN retries
         udp.bind((address, tcp.getsockname()[1]))
     except OSError:
         tcp.close()
@@ -148,6 +153,7 @@ class Measurement:
     """One blast session on the server: its connected UDP socket and its receiver thread."""
 
     def __init__(self, server: "Server", channel: control.Channel, start: dict, family: int):
+        """``start`` holds the granted duration (see ``Server.grant``), not necessarily the asked one."""
         self.session = start["session"]
         self.size = start["size"]
         self.duration_s = float(start["duration_s"])
@@ -268,9 +274,20 @@ class Server:
     """
 
     def __init__(self, bind: str | None = None, port: int = DEFAULT_PORT, max_sessions: int = 16,
-                 max_duration: float = MAX_DURATION_S, log=None, drop: float = 0.0, seed: int | None = None):
+                 max_duration: float = MAX_DURATION_S, log=None, drop: float = 0.0, seed: int | None = None,
+                 token: str | None = None, max_rate_bps: float = 0.0, session_grace: float | None = None):
         if not 0 <= port <= 65535:
             raise UserError(f"port {port} is outside 0-65535")
+        if max_sessions < 1:
+            raise UserError("--max-sessions must be at least 1")
+        if not (math.isfinite(max_duration) and max_duration > 0):
+            raise UserError("--max-duration must be a positive number of seconds")
+        if not (math.isfinite(max_rate_bps) and max_rate_bps >= 0):
+            raise UserError("--max-rate must be a positive rate, or 0 for no limit")
+        if session_grace is None:
+            session_grace = SESSION_GRACE_S  # read at call time: tests shorten it
+        if not (math.isfinite(session_grace) and session_grace > 0):
+            raise UserError("--session-grace must be a positive number of seconds")
         self.drop = check_drop(drop)
         self.seed = seed if seed is not None else secrets.randbits(32)
         self.echo_counts: dict[int, EchoCounts] = {}  # session id -> counts, while the session lives
@@ -283,7 +300,13 @@ class Server:
         self.discovery_interface: discover.InterfaceAddress | None = None
         self.max_sessions = max_sessions
         self.max_duration = max_duration
+        self.max_rate_bps = max_rate_bps  # 0: no limit
+        self.session_grace = session_grace
+        self.idle_timeout = IDLE_TIMEOUT_S
+        self.token = token or None
         self.log = log
+        self.refused = 0  # connections refused: busy, failed authentication, protocol errors
+        self.internal_errors = 0  # conversations ended by a bug (tests assert there are none)
         self.listeners: list[tuple[socket.socket, socket.socket]] = []
         self._closed = threading.Event()
         self._lock = threading.Lock()
@@ -418,9 +441,13 @@ class Server:
                         if not busy:
                             self.active_sessions += 1
                     if busy:
-                        ch = control.Channel(conn, timeout=1.0)
-                        ch.error(f"server busy: {self.max_sessions} sessions in progress, try again later")
-                        ch.close()
+                        self.refused += 1
+                        try:  # a peer that already reset makes getpeername fail: never let it end this loop
+                            ch = control.Channel(conn, timeout=1.0)
+                            ch.error(f"server busy: {self.max_sessions} sessions in progress, try again later")
+                        except OSError:
+                            pass
+                        conn.close()
                         continue
                     threading.Thread(target=self._converse, args=(conn,), daemon=True).start()
 
@@ -436,41 +463,65 @@ class Server:
         state = ServerState.AWAIT_HELLO
         measurement: Measurement | None = None
         echo_session: int | None = None
+        nonce = control.new_nonce()
         echo_duration = 0.0  # how long the client said its echo session would last
         try:
             while state is not ServerState.CLOSED and not self._closed.is_set():
-                timeout = 10.0
                 if measurement is not None:
-                    timeout = measurement.duration_s + SESSION_GRACE_S
+                    timeout = measurement.duration_s + self.session_grace
                 elif echo_session is not None:
-                    timeout = echo_duration + SESSION_GRACE_S
+                    timeout = echo_duration + self.session_grace
+                elif state in (ServerState.AWAIT_HELLO, ServerState.AWAIT_AUTH):
+                    timeout = HANDSHAKE_TIMEOUT_S  # read at call time: tests shorten it
+                else:
+                    timeout = self.idle_timeout
                 msg = channel.recv(timeout=timeout)
-                new_state = control.next_server_state(state, msg)
+                new_state = control.next_server_state(state, msg, auth_required=self.token is not None)
                 kind = msg["type"]
                 if kind == "HELLO":
                     if msg["version"] != control.PROTOCOL_VERSION:
                         raise ProtocolError(f"client speaks protocol {msg['version']}, "
                                             f"this server speaks {control.PROTOCOL_VERSION}")
-                    channel.send({"type": "HELLO", "version": control.PROTOCOL_VERSION,
-                                  "server": f"udpbench {__version__}", "nonce": secrets.token_hex(16),
-                                  "port": self.port})
+                    hello = {"type": "HELLO", "version": control.PROTOCOL_VERSION,
+                             "server": f"udpbench {__version__}", "nonce": nonce, "port": self.port}
+                    if self.token is not None:
+                        hello["auth"] = control.AUTH_METHOD
+                    channel.send(hello)
+                elif kind == "AUTH":
+                    if not (control.valid_nonce(msg["nonce"])
+                            and control.check_mac(self.token, "client", nonce, msg["nonce"], msg["mac"])):
+                        self._say(f"refused {channel.peer[0]}: {control.AUTH_FAILED}")
+                        time.sleep(AUTH_FAILURE_DELAY_S)
+                        raise ProtocolError(control.AUTH_FAILED)
+                    channel.send({"type": "AUTH_OK",
+                                  "mac": control.auth_mac(self.token, "server", nonce, msg["nonce"])})
+                elif kind == "BYE" and state is ServerState.AWAIT_AUTH:
+                    self.refused += 1
+                    self._say(f"refused {channel.peer[0]}: the client has no token")
                 elif kind == "START" and msg["mode"] == "blast":
+                    granted, clamped = self.grant(msg)
                     try:
-                        measurement = Measurement(self, channel, msg, conn.family)
+                        measurement = Measurement(self, channel, dict(msg, **granted), conn.family)
                     except wire.WireError as exc:
                         raise ProtocolError(str(exc)) from None
+                    except OSError as exc:
+                        raise ProtocolError(f"the server cannot open a socket for the session: "
+                                            f"{exc.strerror or exc}") from None
+                    note = f" (clamped: {', '.join(clamped)})" if clamped else ""
                     self._say(f"session {msg['session']:016x} from {channel.peer[0]}: "
-                              f"{msg['size']} B for {msg['duration_s']} s")
+                              f"{msg['size']} B for {granted['duration_s']:g} s{note}")
                     channel.send({"type": "STARTED", "session": msg["session"], "rcvbuf": measurement.rcvbuf,
-                                  "data_port": self.port})
+                                  "data_port": self.port, "granted": granted, "clamped": clamped})
                 elif kind == "START":  # echo: answer this session's probes and echo requests
                     duration = msg.get("duration_s", 0.0)
                     if isinstance(duration, bool) or not isinstance(duration, (int, float)) \
                             or not 0 <= duration <= self.max_duration:
                         raise ProtocolError(f"echo duration_s must be 0-{self.max_duration:g} s")
-                    echo_duration = float(duration)
-                    echo_session = msg["session"]
                     with self._lock:
+                        if msg["session"] in self.echo_sessions:
+                            raise ProtocolError("START names a session id already in use")
+                        echo_duration = float(duration)
+                        echo_session = msg["session"]
                         self.echo_counts[echo_session] = EchoCounts(self.drop, self.seed)
                         self.echo_sessions[echo_session] = channel.peer[0]
                     channel.send({"type": "STARTED", "session": echo_session, "data_port": self.port})
@@ -499,11 +550,19 @@ class Server:
                     channel.send(measurement.status())
                 state = new_state
         except ProtocolError as exc:
+            if state in (ServerState.AWAIT_HELLO, ServerState.AWAIT_AUTH):
+                self.refused += 1
+            if state is ServerState.AWAIT_AUTH and str(exc) == control.NEED_TOKEN:
+                self._say(f"refused {channel.peer[0]}: no token")
             channel.error(str(exc))
         except TimeoutError:
             channel.error("control channel silent for too long: session ended")
         except (PeerError, OSError):
             pass
+        except Exception as exc:  # a bug must end one conversation, never the server
+            self.internal_errors += 1
+            self._say(f"internal error with {channel.peer[0]}: {type(exc).__name__}: {exc}")
+            channel.error("internal server error: session ended")
         finally:
             if measurement is not None:
                 measurement.close()
@@ -514,6 +573,30 @@ class Server:
             channel.close()
             with self._lock:
                 self.active_sessions -= 1
+
+    def grant(self, start: dict) -> tuple[dict, list[str]]:
+        """What this server grants of a blast START: ({duration_s, rate_bps}, names clamped).
+
+        A duration or rate above the server's limit is clamped to it (and named), a value
+        that makes no sense is refused. ``rate_bps`` 0 asks for "as fast as possible".
+        """
+        try:
+            duration = float(start["duration_s"])
+            rate = float(start["rate_bps"])
+        except OverflowError:
+            raise ProtocolError("START duration or rate is out of range") from None
+        if not (math.isfinite(duration) and duration > 0):
+            raise ProtocolError(f"duration {start['duration_s']!r} s is not a positive number")
+        if not (math.isfinite(rate) and rate >= 0):
+            raise ProtocolError(f"rate {start['rate_bps']!r} bit/s is not 0 (as fast as possible) or positive")
+        clamped = []
+        if duration > self.max_duration:
+            duration = self.max_duration
+            clamped.append("duration_s")
+        if self.max_rate_bps and (rate == 0 or rate > self.max_rate_bps):
+            rate = self.max_rate_bps
+            clamped.append("rate_bps")
+        return {"duration_s": duration, "rate_bps": rate}, clamped
 
     # --- the shared UDP socket: probes and echo for live sessions --------------------------
 
@@ -631,6 +714,20 @@ def add_parser(commands) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port number (default {DEFAULT_PORT})")
     p.add_argument("--max-sessions", type=int, default=16, metavar="N",
                    help="control connections served at once (default 16)")
+    p.add_argument("--token", default=None, metavar="SECRET",
+                   help=f"require clients to prove this shared secret (HMAC-SHA256; it never crosses the "
+                        f"network); default: ${control.TOKEN_ENV}. Other local users can read a command "
+                        f"line: prefer the variable or --token-file")
+    p.add_argument("--token-file", default=None, metavar="FILE", help="read the token from FILE's first line")
+    p.add_argument("--max-rate", type=parse_rate, default=0.0, metavar="R",
+                   help="grant at most R payload bits/s per session (k/M/G suffix); faster requests "
+                        "are clamped and told so (default: no limit)")
+    p.add_argument("--max-duration", type=positive_seconds, default=MAX_DURATION_S, metavar="S",
+                   help=f"grant at most S seconds per measurement; longer requests are clamped "
+                        f"(default {MAX_DURATION_S:g})")
+    p.add_argument("--session-grace", type=positive_seconds, default=SESSION_GRACE_S, metavar="S",
+                   help=f"end a session whose client stays silent S seconds past its duration "
+                        f"(default {SESSION_GRACE_S:g})")
     p.add_argument("--quiet", action="store_true", help="do not log sessions to stderr")
     p.add_argument("--drop", type=check_drop, default=0.0, metavar="P",
                    help="ignore this fraction of the ECHO requests received (0 <= P < 1), to watch "
@@ -665,6 +762,14 @@ def describe_listening(server: Server) -> list[str]:
                      f"({', '.join(server.discovery_addresses)})")
     elif server.discovery_addresses:
         lines.append("  answers discovery broadcasts arriving on any interface")
+    if server.token:
+        lines.append("  token required: clients prove it with HMAC-SHA256")
+    else:
+        lines.append("  no token: anyone who reaches the port may measure (see --token)")
+    limits = f"  limits: {server.max_sessions} sessions, {server.max_duration:g} s a measurement"
+    if server.max_rate_bps:
+        limits += f", {format_rate(server.max_rate_bps)} a session"
+    lines.append(limits)
     if server.drop:
         lines.append(f"  dropping {server.drop:.0%} of echo requests on purpose (--drop {server.drop:g} "
                      f"--seed {server.seed})")
@@ -679,8 +784,10 @@ def _is_loopback_address(address: str) -> bool:
 
 
 def run(args) -> int:
-    server = Server(args.bind, args.port, max_sessions=args.max_sessions,
-                    log=None if args.quiet else sys.stderr, drop=args.drop, seed=args.seed)
+    token = control.resolve_token(args.token, args.token_file)
+    server = Server(args.bind, args.port, max_sessions=args.max_sessions, max_duration=args.max_duration,
+                    log=None if args.quiet else sys.stderr, drop=args.drop, seed=args.seed, token=token,
+                    max_rate_bps=args.max_rate, session_grace=args.session_grace)
     print("\n".join(describe_listening(server)), flush=True)
     try:
         server.serve_forever()

@@ -31,7 +31,7 @@ def blast_streams(client: Client, streams: int, size: int, duration: float, rate
                   df: bool = False, *, interval: float | None = None, on_interval=None) -> dict:
     """One row for ``streams`` parallel sessions of ``size``-byte datagrams (1: a plain blast)."""
     if streams <= 1:
-        return client.blast(size, duration, rate_bps, engine, rcvbuf, path_mtu, df,
+        return client.blast(size, duration, rate_bps, engine, rcvbuf, path_mtu, df=df,
                             interval=interval, on_interval=on_interval)
     if interval:
         raise UserError("--interval reports one stream; leave it out with --streams")

@@ -1,9 +1,7 @@
 """`udpbench sweep`: the same plan of payload sizes against each host, one row per size, saved as it goes."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import platform
 import shlex
 import socket
@@ -11,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, frag, plot, results, wire
+from . import __version__, control, frag, plot, results, wire
 from . import mtu as path_mtu
 from .client import DEFAULT_LAN_RATE_BPS, connect, is_loopback
 from .engines import CHOICES as ENGINE_CHOICES
@@ -19,7 +17,7 @@ from .errors import MeasurementError, UserError
 from .report import print_table
 from .server import DEFAULT_PORT
 from .streams import blast_streams
-from .units import format_rate, parse_rate, parse_sizes, positive_seconds
+from .units import parse_rate, parse_sizes, positive_seconds, whole_number_between
 
 # Loopback's MTU (65536) fragments nothing at Ethernet sizes; a loopback-only sweep is planned
 # around Ethernet's 1500 so its rows line up with a LAN's (that contrast is the point).
@@ -71,15 +69,36 @@ def default_output() -> Path:
     return Path("results") / time.strftime("sweep-%Y%m%d-%H%M%S")
 
 
+def redact(argv: list[str]) -> list[str]:
+    """The command line without the token's value: result files get shared, secrets must not."""
+    out, hide = [], False
+    for arg in argv:
+        if hide:
+            out.append("***")
+            hide = False
+        elif arg == "--token":
+            out.append(arg)
+            hide = True
+        elif arg.startswith("--token="):
+            out.append("--token=***")
+        else:
+            out.append(arg)
+    return out
+
+
 def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: float | None,
               engine: str, port: int = DEFAULT_PORT, family: int | None = None,
               output: Path | None = None, points: int = DEFAULT_POINTS, progress: bool = True,
               argv: list[str] | None = None, df: bool = False,
-              streams: int = 1) -> tuple[dict, list[dict], Path | None]:
-    """Run the sweep; save after every row. Returns (meta, rows, npz path)."""
+              token: str | None = None, streams: int = 1) -> tuple[dict, list[dict], Path | None]:
+    """Run the sweep; save after every row. Returns (meta, rows, npz path).
+
+    A failed row raises MeasurementError naming it, after the finished rows are saved; Ctrl-C
+    raises SweepInterrupted after the finished rows (and the interrupted one, marked) are saved.
+    """
     meta = {
         "tool": "udpbench", "version": __version__,
-        "command": shlex.join(["udpbench", *argv]) if argv else None,
+        "command": shlex.join(["udpbench", *redact(argv)]) if argv else None,
         "kernel": platform.release(), "machine": platform.machine(), "hostname": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": engine, "streams": streams,
         "duration_s": duration, "df": df, "hosts": [],
@@ -92,53 +111,61 @@ def run_sweep(hosts: list[str], sizes: list[int] | None, duration: float, rate: 
         if output is not None:
             saved = results.save(output, meta, rows)[0]
 
-    with contextlib.ExitStack() as stack:
-        clients = []
-        for host in hosts:
-            client = stack.enter_context(connect(host, port, family))
+    # Control connections are not held idle: a server ends a silent one, and a long
+    # sweep of one host would otherwise cost the next its connection. First each host's path
+    # MTU, then each host's rows on a connection of its own.
+    hosts_v6 = []
+    for host in hosts:
+        with connect(host, port, family, token=token) as client:
             loopback = is_loopback(client.server_addr[0])
             # Discovered, not assumed: the echo method through this client (exact, black-hole
             # proof), else ICMP, else the route's MTU; loopback just reads its interface.
             found = path_mtu.sweep_path_mtu(client, loopback)
-            mtu = found["path_mtu"]
             meta["hosts"].append({"host": host, "address": client.server_addr[0], "port": client.port,
                                   "family": 6 if client.v6 else 4, "loopback": loopback, **found})
-            clients.append((client, mtu))
-        if sizes is None:
-            reference = min((m if not is_loopback(c.server_addr[0]) else min(m, ETHERNET_MTU))
-                            for c, m in clients)
-            any_v6 = any(c.v6 for c, _ in clients)
-            sizes = plan(reference, any_v6, points)
-            meta["plan"] = {"kind": "around-mtu", "reference_mtu": reference, "points": points}
-        else:
-            meta["plan"] = {"kind": "given"}
-        for client, _ in clients:
-            for size in sizes:
-                try:
-                    wire.check_size(size, client.v6)
-                except wire.WireError as exc:
-                    raise UserError(f"{client.host}: {exc}") from None
-        meta["sizes"] = sizes
-        total = len(sizes) * len(clients)
-        with Progress(total, progress) as bar:
-            for client, mtu in clients:
-                host_rate = rate if rate is not None else default_rate(client.server_addr[0])
-                for size in sizes:
-                    bar.step(f"{client.host} {size} B")
-                    try:
-                        row = blast_streams(client, streams, size, duration, host_rate, engine,
-                                            path_mtu=mtu, df=df)
-                    except MeasurementError as exc:
+            hosts_v6.append(client.v6)
+    if sizes is None:
+        reference = min(h["path_mtu"] if not h["loopback"] else min(h["path_mtu"], ETHERNET_MTU)
+                        for h in meta["hosts"])
+        sizes = plan(reference, any(hosts_v6), points)
+        meta["plan"] = {"kind": "around-mtu", "reference_mtu": reference, "points": points}
+    else:
+        meta["plan"] = {"kind": "given"}
+    for host, v6 in zip(hosts, hosts_v6):
+        for size in sizes:
+            try:
+                wire.check_size(size, v6)
+            except wire.WireError as exc:
+                raise UserError(f"{host}: {exc}") from None
+    meta["sizes"] = sizes
+    total = len(sizes) * len(hosts)
+    with Progress(total, progress) as bar:
+        try:
+            for info in meta["hosts"]:
+                with connect(info["host"], port, family, token=token) as client:
+                    info["port"] = client.port  # an embedded server gets a new port each time
+                    host_rate = rate if rate is not None else default_rate(client.server_addr[0])
+                    for size in sizes:
+                        bar.step(f"{client.host} {size} B")
+                        try:
+                            row = blast_streams(client, streams, size, duration, host_rate, engine,
+                                                path_mtu=info["path_mtu"], df=df)
+                        except MeasurementError as exc:
+                            checkpoint()
+                            kept = f"; {len(rows)} finished row(s) kept in {saved}" if saved else ""
+                            raise MeasurementError(f"row {len(rows) + 1} ({client.host}, {size} B) failed: "
+                                                   f"{exc}{kept}") from None
+                        rows.append(row)
+                        if row.get("interrupted"):
+                            raise KeyboardInterrupt
                         checkpoint()
-                        kept = f"; {len(rows)} finished row(s) kept in {saved}" if saved else ""
-                        raise MeasurementError(f"row {len(rows) + 1} ({client.host}, {size} B) failed: "
-                                               f"{exc}{kept}") from None
-                    if row.get("interrupted"):
-                        checkpoint()
-                        raise SweepInterrupted(rows, saved)
-                    rows.append(row)
-                    checkpoint()
-                    bar.advance()
+                        bar.advance()
+        except KeyboardInterrupt:
+            # Whenever Ctrl-C lands (mid-blast, waiting for a REPORT, mid-save), save again:
+            # the write is atomic, so the file holds every finished row and loads.
+            meta["interrupted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            checkpoint()
+            raise SweepInterrupted(rows, saved) from None
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     checkpoint()
     return meta, rows, saved
@@ -148,6 +175,10 @@ class SweepInterrupted(KeyboardInterrupt):
     def __init__(self, rows, saved):
         super().__init__()
         self.rows, self.saved = rows, saved
+
+    @property
+    def finished(self) -> int:
+        return sum(1 for r in self.rows if not r.get("interrupted"))
 
 
 def add_parser(commands) -> None:
@@ -172,7 +203,7 @@ def add_parser(commands) -> None:
 
 def add_common_arguments(p) -> None:
     """Options blast and sweep share."""
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=whole_number_between("--port", 1, 65535), default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
     fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
@@ -182,22 +213,27 @@ def add_common_arguments(p) -> None:
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
                    help="send: one send() per datagram; mmsg: sendmmsg batches; gso: UDP segmentation "
                         "offload (payloads that fit the path MTU); auto (default): gso where it fits, else mmsg")
-    p.add_argument("--streams", type=stream_count, default=1, metavar="N",
+    p.add_argument("--streams", type=whole_number_between("--streams", 1, MAX_STREAMS), default=1, metavar="N",
                    help="parallel streams, each its own socket and session; --rate is their total (default 1)")
     p.add_argument("--df", action="store_true",
                    help="set Don't Fragment (IP_PMTUDISC_DO): sizes above the path MTU are refused "
                         "by the kernel (EMSGSIZE) and reported as not sendable instead of fragmented")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
+    add_token_arguments(p)
 
 
-def stream_count(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise UserError(f"--streams {text!r} is not a whole number") from None
-    if not 1 <= n <= MAX_STREAMS:
-        raise UserError(f"--streams must be between 1 and {MAX_STREAMS}")
-    return n
+def add_token_arguments(p) -> None:
+    """--token and --token-file, for every command that connects to a server (read with token_of)."""
+    p.add_argument("--token", default=None, metavar="SECRET",
+                   help=f"shared secret for a server that requires one (default: ${control.TOKEN_ENV}); "
+                        f"other local users can read a command line: prefer the variable or --token-file")
+    p.add_argument("--token-file", default=None, metavar="FILE", help="read the token from FILE's first line")
+
+
+
+def token_of(args) -> str:
+    """The token the options or the environment give ("" for none)."""
+    return control.resolve_token(args.token, args.token_file) or ""
 
 
 def run(args) -> int:
@@ -215,9 +251,11 @@ def run(args) -> int:
     try:
         meta, rows, saved = run_sweep(args.hosts, args.sizes, args.duration, args.rate, args.engine,
                                       args.port, args.family, output, args.points,
-                                      progress=not args.json, argv=argv, df=args.df, streams=args.streams)
+                                      progress=not args.json, argv=argv, df=args.df, token=token_of(args),
+                                      streams=args.streams)
     except SweepInterrupted as stop:
-        where = f"; {len(stop.rows)} finished row(s) saved in {stop.saved}" if stop.saved else ""
+        partial = " and the interrupted one" if len(stop.rows) > stop.finished else ""
+        where = f"; {stop.finished} finished row(s){partial} saved in {stop.saved}" if stop.saved else ""
         print(f"udpbench: sweep interrupted{where}", file=sys.stderr)
         if args.plot and stop.saved and stop.rows:
             _plot_partial(stop.saved, args.plot)

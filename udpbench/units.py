@@ -61,3 +61,29 @@ def format_count(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.3g}{unit}"
     return f"{n:.0f}"
+
+
+def seconds_between(name: str, low: float, high: float):
+    """An argparse type: a number of seconds in [low, high], or a one-line error naming ``name``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"{name} {text!r} is not a number of seconds") from None
+        if not low <= value <= high:  # also refuses NaN
+            raise UserError(f"{name} {text!r} must be between {low:g} and {high:g} seconds")
+        return value
+    return parse
+
+
+def whole_number_between(name: str, low: int, high: int, unit: str = ""):
+    """An argparse type: a whole number in [low, high], or a one-line error naming ``name``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UserError(f"{name} {text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise UserError(f"{name} {value} is outside {low}..{high}{' ' + unit if unit else ''}")
+        return value
+    return parse
