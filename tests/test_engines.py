@@ -18,7 +18,7 @@ import pytest
 
 from udpbench import _fast, engines, sockopts, wire
 from udpbench.client import Client
-from udpbench.server import enable_receive_options, set_receive_buffer
+from udpbench.server import Server, enable_receive_options, set_receive_buffer
 from udpbench.stats import CAUSES
 from udpbench.streams import blast_streams
 
@@ -210,8 +210,18 @@ def test_streams_run_as_separate_sessions_and_sum(loopback_server):
     for s in per:
         assert s["received"] == s["sent"] > 0
         assert s["tx_pps"] == pytest.approx(30e6 / 3 / 8 / 800, rel=0.05)  # the rate is split evenly
+    assert row["rate_target_bps"] == pytest.approx(30e6)
     assert row["tx_bps"] == pytest.approx(30e6, rel=0.05)
     assert row["goodput_bps"] == pytest.approx(row["received"] * 800 * 8 / row["duration_s"])
+
+
+def test_every_stream_authenticates_to_a_server_that_wants_a_token():
+    with Server("127.0.0.1", 0, token="stream-secret") as server:
+        with Client("127.0.0.1", server.port, token="stream-secret") as client:
+            row = blast_streams(client, 2, 500, 0.3, 8e6, "mmsg")
+    assert row["authenticated"] and row["streams"] == 2
+    assert [s["received"] for s in row["per_stream"]] == [s["sent"] for s in row["per_stream"]]
+    assert row["received"] == row["sent"] > 0
 
 
 # --- loss at the receiving socket -----------------------------------------------------------

@@ -16,7 +16,8 @@ from .errors import UserError
 
 # Counts that add up over streams; the rest is recomputed or taken as the worst stream's.
 SUMMED = ("sent", "send_errors", "received", "duplicates", "reordered", "late", "lost", *stats.CAUSES,
-          "loss_bursts", "syscalls", "foreign", "socket_drops", "gro_buffers")
+          "loss_bursts", "syscalls", "foreign", "socket_drops", "gro_buffers", "rate_target_bps",
+          "rate_requested_bps")
 WORST = ("longest_loss_burst", "max_reorder_distance", "delay_spread_ms", "gap_std_us", "gap_p99_us",
          "gap_p999_us", "gap_max_us", "late_p50_us", "late_p99_us", "late_max_us", "schedule_resets",
          "drain_s")
@@ -76,8 +77,6 @@ def blast_streams(client: Client, streams: int, size: int, duration: float, rate
     if errors:
         raise errors[0]
     row = combine(rows, sender_counters)
-    row["rate_target_bps"] = float(rate_bps or 0)
-    row["rate_ratio"] = row["tx_bps"] / rate_bps if rate_bps else None
     if interrupt is not None:
         row["interrupted"] = True
         row["_interrupt"] = interrupt
@@ -110,6 +109,7 @@ def combine(rows: list[dict], sender_counters: dict | None = None) -> dict:
         tx_pps=row["sent"] / elapsed,
         rx_pps=row["received"] / elapsed,
         tx_bps=row["sent"] * size * 8 / elapsed,
+        rate_ratio=row["sent"] * size * 8 / elapsed / row["rate_target_bps"] if row["rate_target_bps"] else None,
         goodput_bps=row["received"] * size * 8 / elapsed,
         wire_bps=row["received"] * wire_per_datagram * 8 / elapsed,
         jitter_ms=statistics.fmean(r["jitter_ms"] for r in rows),
