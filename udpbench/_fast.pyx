@@ -521,6 +521,7 @@ cdef class Receiver:
     cdef readonly int64_t min_transit_ns, max_transit_ns
     cdef double transit_sum
     cdef double jitter
+    cdef uint64_t transit_samples
     cdef int64_t last_transit
     cdef bint have_transit
     cdef readonly uint32_t rxq_overflow
@@ -565,7 +566,7 @@ cdef class Receiver:
 
     @property
     def mean_transit_ns(self):
-        cdef uint64_t n = self.received - self.late
+        cdef uint64_t n = self.transit_samples
         return self.transit_sum / n if n else 0.0
 
     def counts(self):
@@ -583,6 +584,7 @@ cdef class Receiver:
             "max_reorder": self.max_reorder,
             "gro_buffers": self.gro_buffers,
             "buffers": self.buffers,
+            "transit_samples": self.transit_samples,
             "max_segments": self.max_segments,
             "first_rx_ns": self.first_rx_ns,
             "last_rx_ns": self.last_rx_ns,
@@ -611,7 +613,7 @@ cdef class Receiver:
                     s += 1
         self.highest = seq
 
-    cdef void on_datagram(self, const unsigned char *p, size_t n, int64_t rx_ns) noexcept nogil:
+    cdef void on_datagram(self, const unsigned char *p, size_t n, int64_t rx_ns, bint timed) noexcept nogil:
         cdef uint32_t magic
         cdef uint64_t seq, gap, behind, word_bit
         cdef int64_t transit, d
@@ -657,8 +659,11 @@ cdef class Receiver:
         self.received += 1
         self.payload_bytes += n
         self.last_rx_ns = rx_ns
+        if not timed:
+            return
         # RFC 3550 interarrival jitter: J += (|D(i-1,i)| - J) / 16, in arrival order
         transit = rx_ns - <int64_t>read_u64(p + OFF_TX_NS)
+        self.transit_samples += 1
         self.transit_sum += <double>transit
         if transit < self.min_transit_ns:
             self.min_transit_ns = transit
@@ -678,7 +683,7 @@ cdef class Receiver:
             self.foreign += 1
             return
         with nogil:
-            self.on_datagram(&payload[0], payload.shape[0], rx_ns)
+            self.on_datagram(&payload[0], payload.shape[0], rx_ns, 1)
 
     def run(self, int fd, double idle_timeout=0.0):
         """Receive and count until ``request_stop`` is called, or, with ``idle_timeout`` > 0,
@@ -787,7 +792,10 @@ cdef class Receiver:
                     segments = 0
                     while off < length or (length == 0 and off == 0):
                         piece = seg if length - off > seg else length - off
-                        self.on_datagram(self.bufs + i * RX_BUFSIZE + off, piece, rx_ns)
+                        # Datagrams GRO coalesced share one kernel timestamp (and, from a GSO
+                        # sender, one send time): time the buffer once, by its first datagram,
+                        # or jitter would be diluted by zero differences.
+                        self.on_datagram(self.bufs + i * RX_BUFSIZE + off, piece, rx_ns, off == 0)
                         taken += 1
                         segments += 1
                         if seg == 0:
