@@ -4,6 +4,7 @@ Every process here is started by the test, bounded in time, and killed by its pi
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -227,6 +228,25 @@ def test_ctrl_c_in_a_blast_prints_the_partial_numbers(procs):
     assert 0 < sent < 2e6 / (8 * 500) * 30  # fewer than 30 s would have sent
     assert received == sent
     assert server.popen.poll() is None  # and the server serves on
+
+
+def test_ctrl_c_stops_the_sending_within_half_a_second(procs):
+    """The send loop looks for signals every 50 ms: it stops within half a second of Ctrl-C,
+    however fast it is sending, and the row still covers what was sent."""
+    server, port = serve(procs)
+    spawned = time.monotonic()
+    blaster = procs("blast", "127.0.0.1", "--port", str(port), "--duration", "30", "--rate", "max",
+                    "--engine", "gso", "--json")
+    assert wait_for(session_started(server), 30), server.err
+    time.sleep(0.5)
+    blaster.popen.send_signal(signal.SIGINT)
+    signalled = time.monotonic() - spawned
+    assert blaster.wait(20) == 130
+    row = json.loads("\n".join(blaster.out))
+    assert row["interrupted"] is True
+    # sending began after the process started, so its duration is at most this
+    assert row["duration_s"] < signalled + 0.5
+    assert row["sent"] > 0 and row["received"] <= row["sent"]
 
 
 def test_sweep_reconnects_to_a_host_that_ended_an_idle_connection(monkeypatch):
