@@ -12,6 +12,7 @@ import json
 import os
 import select
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,52 @@ def loopback_server():
     """A server on 127.0.0.1 and a free port, closed after the test."""
     with Server("127.0.0.1", 0) as server:
         yield server
+
+
+class RawControl:
+    """A control connection without the client's logic, for protocol tests: raw frames in and
+    out, and the checks that a bad one ended the conversation and the server serves on."""
+
+    @staticmethod
+    def connect(server) -> socket.socket:
+        return socket.create_connection(("127.0.0.1", server.port), timeout=5)
+
+    @staticmethod
+    def read_frame(sock):
+        """The next frame as a dict, or None if the server closed the connection first."""
+        def exactly(n):
+            data = b""
+            while len(data) < n:
+                chunk = sock.recv(n - len(data))
+                if not chunk:
+                    return None
+                data += chunk
+            return data
+
+        head = exactly(4)
+        body = head and exactly(int.from_bytes(head, "big"))
+        return json.loads(body) if body else None
+
+    @classmethod
+    def assert_error_then_close(cls, sock, reason: str) -> None:
+        reply = cls.read_frame(sock)
+        assert reply is not None and reply["type"] == "ERROR", reply
+        assert reason in reply["message"]
+        assert sock.recv(1) == b""  # the server ended the conversation
+        sock.close()
+
+    @staticmethod
+    def assert_still_serving(server) -> None:
+        from udpbench.client import Client
+
+        with Client("127.0.0.1", server.port) as client:
+            row = client.blast(100, 0.2, 10e6)
+        assert row["received"] == row["sent"] > 0
+
+
+@pytest.fixture
+def raw_control():
+    return RawControl
 
 
 def _lab_unavailable() -> str | None:

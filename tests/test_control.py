@@ -1,12 +1,9 @@
 """The control channel: framing, message checks, and the server's state machine under bad input."""
-import json
-import socket
 import struct
 
 import pytest
 
 from udpbench import control
-from udpbench.client import Client
 
 
 def test_frame_round_trip():
@@ -45,40 +42,8 @@ def test_state_machine_orders_messages():
         control.next_server_state(S.READY, {"type": "STOP"})
 
 
-def _raw(server):
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-    return sock
 
 
-def _read_frame(sock):
-    head = b""
-    while len(head) < 4:
-        chunk = sock.recv(4 - len(head))
-        if not chunk:
-            return None
-        head += chunk
-    (length,) = struct.unpack("!I", head)
-    body = b""
-    while len(body) < length:
-        chunk = sock.recv(length - len(body))
-        if not chunk:
-            return None
-        body += chunk
-    return json.loads(body)
-
-
-def _assert_error_then_close(sock, reason):
-    reply = _read_frame(sock)
-    assert reply is not None and reply["type"] == "ERROR", reply
-    assert reason in reply["message"]
-    assert sock.recv(1) == b""  # the server closed the conversation
-    sock.close()
-
-
-def _assert_still_serving(server):
-    with Client("127.0.0.1", server.port) as client:
-        row = client.blast(100, 0.2, 10e6)
-    assert row["sent"] > 0 and row["received"] == row["sent"]
 
 
 @pytest.mark.parametrize("frame, reason", [
@@ -87,34 +52,34 @@ def _assert_still_serving(server):
     (struct.pack("!I", control.MAX_FRAME + 1), "exceeds"),
     (control.encode({"type": "HELLO", "version": 99}), "protocol 99"),
 ])
-def test_bad_first_frames_get_an_error_and_the_server_keeps_serving(loopback_server, frame, reason):
-    sock = _raw(loopback_server)
+def test_bad_first_frames_get_an_error_and_the_server_keeps_serving(loopback_server, frame, reason, raw_control):
+    sock = raw_control.connect(loopback_server)
     sock.sendall(frame)
-    _assert_error_then_close(sock, reason)
-    _assert_still_serving(loopback_server)
+    raw_control.assert_error_then_close(sock, reason)
+    raw_control.assert_still_serving(loopback_server)
 
 
-def test_stop_for_a_session_that_is_not_running_is_refused(loopback_server):
-    sock = _raw(loopback_server)
+def test_stop_for_a_session_that_is_not_running_is_refused(loopback_server, raw_control):
+    sock = raw_control.connect(loopback_server)
     sock.sendall(control.encode({"type": "HELLO", "version": control.PROTOCOL_VERSION}))
-    assert _read_frame(sock)["type"] == "HELLO"
+    assert raw_control.read_frame(sock)["type"] == "HELLO"
     sock.sendall(control.encode({"type": "STOP", "session": 3}))
-    _assert_error_then_close(sock, "out of order")
-    _assert_still_serving(loopback_server)
+    raw_control.assert_error_then_close(sock, "out of order")
+    raw_control.assert_still_serving(loopback_server)
 
 
-def test_start_with_a_payload_below_the_header_is_refused(loopback_server):
-    sock = _raw(loopback_server)
+def test_start_with_a_payload_below_the_header_is_refused(loopback_server, raw_control):
+    sock = raw_control.connect(loopback_server)
     sock.sendall(control.encode({"type": "HELLO", "version": control.PROTOCOL_VERSION}))
-    _read_frame(sock)
+    raw_control.read_frame(sock)
     sock.sendall(control.encode({"type": "START", "session": 3, "mode": "blast", "size": 8,
                                  "duration_s": 1, "rate_bps": 0, "client_port": 5}))
-    _assert_error_then_close(sock, "smaller than the 32-byte")
-    _assert_still_serving(loopback_server)
+    raw_control.assert_error_then_close(sock, "smaller than the 32-byte")
+    raw_control.assert_still_serving(loopback_server)
 
 
-def test_a_client_that_vanishes_does_not_stop_the_server(loopback_server):
-    sock = _raw(loopback_server)
+def test_a_client_that_vanishes_does_not_stop_the_server(loopback_server, raw_control):
+    sock = raw_control.connect(loopback_server)
     sock.sendall(struct.pack("!I", 1000) + b"{")  # half a frame, then gone
     sock.close()
-    _assert_still_serving(loopback_server)
+    raw_control.assert_still_serving(loopback_server)

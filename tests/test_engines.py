@@ -304,20 +304,10 @@ def test_gso_gives_way_to_mmsg_when_the_path_mtu_shrinks_mid_run(lab):
     refuses GSO with EMSGSIZE, and the run goes on with mmsg, fragmenting. Only what GSO sent
     before the ICMP came back is lost, and the loss is the network's."""
     lab.forget_pmtu()
-    server = lab.popen("server", [sys.executable, "-m", "udpbench", "serve", "--bind", lab.address("server"),
-                                  "--port", "1060", "--quiet"], stdout=subprocess.PIPE, text=True)
-    try:
-        server.stdout.readline()
+    with lab.serving("--port", "1060"):
         out = lab.run("client", [sys.executable, "-m", "udpbench", "blast", lab.address("server"), "--size",
                                  "1472", "--duration", "0.5", "--rate", "50M", "--json"],
                       capture_output=True, text=True, timeout=30)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
     assert out.returncode == 0, out.stderr
     row = json.loads(out.stdout)
     assert (row["engine"], row["engine_requested"]) == ("mmsg", "auto")

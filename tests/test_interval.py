@@ -13,33 +13,7 @@ from udpbench.interval import IntervalReports, merge_tx
 
 
 
-def _read_frame(sock):
-    def exactly(n):
-        data = b""
-        while len(data) < n:
-            chunk = sock.recv(n - len(data))
-            if not chunk:
-                return None
-            data += chunk
-        return data
 
-    head = exactly(4)
-    body = head and exactly(int.from_bytes(head, "big"))
-    return json.loads(body) if body else None
-
-
-def _assert_error_then_close(sock, reason):
-    reply = _read_frame(sock)
-    assert reply is not None and reply["type"] == "ERROR", reply
-    assert reason in reply["message"]
-    assert sock.recv(1) == b""  # the server ended the conversation
-    sock.close()
-
-
-def _assert_still_serving(server):
-    with Client("127.0.0.1", server.port) as client:
-        row = client.blast(100, 0.2, 10e6)
-    assert row["received"] == row["sent"] > 0
 
 
 def run_cli(*argv, timeout=60):
@@ -58,34 +32,34 @@ def test_status_is_schema_checked_and_keeps_the_session_running():
     assert control.decode(b'{"type": "STATUS", "session": 7}')["session"] == 7
 
 
-def _hello(server):
+def _hello(server, raw_control):
     sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     sock.sendall(control.encode({"type": "HELLO", "version": control.PROTOCOL_VERSION}))
-    assert _read_frame(sock)["type"] == "HELLO"
+    assert raw_control.read_frame(sock)["type"] == "HELLO"
     return sock
 
 
-def test_status_before_start_is_a_protocol_error(loopback_server):
-    sock = _hello(loopback_server)
+def test_status_before_start_is_a_protocol_error(loopback_server, raw_control):
+    sock = _hello(loopback_server, raw_control)
     sock.sendall(control.encode({"type": "STATUS", "session": 3}))
-    _assert_error_then_close(sock, "out of order")
-    _assert_still_serving(loopback_server)
+    raw_control.assert_error_then_close(sock, "out of order")
+    raw_control.assert_still_serving(loopback_server)
 
 
-def test_status_for_another_session_is_a_protocol_error(loopback_server):
-    sock = _hello(loopback_server)
+def test_status_for_another_session_is_a_protocol_error(loopback_server, raw_control):
+    sock = _hello(loopback_server, raw_control)
     data = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     data.bind(("127.0.0.1", 0))
     try:
         sock.sendall(control.encode({"type": "START", "session": 5, "mode": "blast", "size": 100,
                                      "duration_s": 1.0, "rate_bps": 0,
                                      "client_port": data.getsockname()[1]}))
-        assert _read_frame(sock)["type"] == "STARTED"
+        assert raw_control.read_frame(sock)["type"] == "STARTED"
         sock.sendall(control.encode({"type": "STATUS", "session": 6}))
-        _assert_error_then_close(sock, "not a running blast")
+        raw_control.assert_error_then_close(sock, "not a running blast")
     finally:
         data.close()
-    _assert_still_serving(loopback_server)
+    raw_control.assert_still_serving(loopback_server)
 
 
 def test_intervals_add_up_to_the_exact_final_row(loopback_server):

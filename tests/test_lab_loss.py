@@ -49,22 +49,17 @@ def test_loss_of_k_fragment_datagrams_follows_the_law(make_lab):
     lab = make_lab(mtu=MTU, loss=100 * PER_PACKET_LOSS)
     # room for every incomplete datagram of the run, so only the link loses fragments
     set_reassembly_memory(lab, "server", 256 << 20)
-    server, address = lab.serve(), lab.address("server")
-    try:
+    address = lab.address("server")
+    with lab.serving():
         # The client fragments at its route's MTU: let it learn the path MTU, as PMTUD would,
         # so that each datagram crosses the lossy link as exactly frag.fragments(size, 1400) packets.
-        learned = lab.run("client", [sys.executable, "-c", LEARN_PMTU, address], capture_output=True,
-                          text=True, timeout=30)
-        assert learned.stdout.strip() == str(MTU), learned.stderr
+        learn_path_mtu(lab, address)
         sizes = [1000, 2000, 4000, 8000, 16000]
         done = lab.run("client", [sys.executable, "-m", "udpbench", "sweep", address, "--sizes",
                                   ",".join(map(str, sizes)), "--duration", "1.5", "--rate", "60M",
                                   "--json", "--no-save"], capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         rows = json.loads(done.stdout)["rows"]
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     for row in rows:
         k = frag.fragments(row["size"], MTU)
         assert row["fragments"] == k
@@ -86,17 +81,14 @@ def test_fragment_memory_exhaustion_is_attributed_to_reassembly(make_lab):
     the datagrams died in reassembly at the receiver, not on the link."""
     lab = make_lab(mtu=MTU, loss=100 * PER_PACKET_LOSS)
     set_reassembly_memory(lab, "server", 400_000)
-    server, address = lab.serve(), lab.address("server")
-    try:
+    address = lab.address("server")
+    with lab.serving():
         learn_path_mtu(lab, address)
         done = lab.run("client", [sys.executable, "-m", "udpbench", "blast", address, "--size", "16000",
                                   "--duration", "1.5", "--rate", "60M", "--json"],
                        capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         row = json.loads(done.stdout)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     law = 1 - (1 - PER_PACKET_LOSS) ** frag.fragments(16000, MTU)
     assert row["loss_ratio"] > law + 0.1  # far more than the link alone explains
     assert row["receiver_counters"]["Ip.ReasmFails"] > 0

@@ -366,20 +366,8 @@ def _env() -> dict:
 @pytest.fixture(scope="module")
 def served_lab(lab):
     """The module's lab (MTU 1400) with `udpbench serve` running in the server namespace."""
-    proc = lab.popen("server", [sys.executable, "-m", "udpbench", "serve", "--port", str(LAB_PORT), "--quiet"],
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
-    try:
-        line = proc.stdout.readline()
-        if "serving on" not in line:
-            raise AssertionError(f"server did not start: {line!r} {proc.stderr.read()!r}")
+    with lab.serving("--port", str(LAB_PORT), bind=None, env=_env()):  # all interfaces: IPv4 and IPv6
         yield lab
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def lab_udpbench(lab, *argv: str, timeout: float = 60) -> tuple[int, dict, str]:

@@ -6,7 +6,6 @@ lab path. The lab is removed afterwards, whatever happened.
 """
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,20 +20,13 @@ def run_demo(output: Path, mtu: int = 1400, loss: float = 1.0, duration: float =
     plot = (plot or output.with_suffix(".png")).resolve()
     with Lab(DEMO_PREFIX, mtu=mtu, loss=loss) as lab:
         address = lab.address("server")
-        server = lab.serve()
-        try:
+        with lab.serving():
             argv = [sys.executable, "-m", "udpbench", "sweep", "127.0.0.1", address,
                     "--duration", str(duration), "--points", str(points), "--rate", rate,
                     "-o", str(output), "--plot", str(plot)]
             print(f"lab up: MTU {mtu} and {loss:g}% loss per packet from client to server; sweeping "
                   f"loopback and {address} from the client namespace", file=sys.stderr, flush=True)
             done = lab.run("client", argv)
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
     return done.returncode
 
 

@@ -12,6 +12,7 @@ kernel, so ``lab status`` and ``lab down`` work from any process. See docs/lab.m
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -196,13 +197,15 @@ class Lab:
         """``subprocess.Popen`` inside a node's namespace. The caller waits for it or kills it."""
         return subprocess.Popen(self._netns_argv(node, argv), **kwargs)
 
-    def serve(self, *extra: str, v6: bool = False, timeout: float = 20.0) -> subprocess.Popen:
-        """Start `udpbench serve` bound to the server node's address; returns once it listens.
-        The caller terminates it (``lab.down()`` also ends it)."""
-        address = self.address("server", v6=v6)
-        server = self.popen("server", [sys.executable, "-m", "udpbench", "serve", "--bind", address,
-                                       "--quiet", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def serve(self, *extra: str, bind: str | None = ..., timeout: float = 20.0, **popen) -> subprocess.Popen:
+        """Start `udpbench serve` in the server node; returns once it listens. ``bind`` is the
+        address to serve (default: the server's IPv4 address; None: all interfaces). The caller
+        terminates it (``stop_server``, or ``lab.down()``, which ends everything inside)."""
+        address = self.address("server") if bind is ... else bind
+        argv = [sys.executable, "-m", "udpbench", "serve", "--quiet", *extra]
+        if address:
+            argv[4:4] = ["--bind", address]
+        server = self.popen("server", argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
         ready, _, _ = select.select([server.stdout], [], [], timeout)
         line = server.stdout.readline() if ready else ""
         if "serving on" not in line:
@@ -210,6 +213,15 @@ class Lab:
             _, err = server.communicate()
             raise UserError(f"the lab's server did not start: {line.strip() or err.strip()}")
         return server
+
+    @contextlib.contextmanager
+    def serving(self, *extra: str, **kwargs):
+        """``with lab.serving(): ...`` — `udpbench serve` in the server node for the block."""
+        server = self.serve(*extra, **kwargs)
+        try:
+            yield server
+        finally:
+            stop_server(server)
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -498,6 +510,16 @@ def _nft_block_icmp_body() -> str:
     # output: what the router itself sends; forward: what it would pass on from further away.
     return (f"  chain output {{\n    type filter hook output priority 0; policy accept;\n{rules}  }}\n"
             f"  chain forward {{\n    type filter hook forward priority 0; policy accept;\n{rules}  }}\n")
+
+
+def stop_server(server: subprocess.Popen, grace: float = 10.0) -> None:
+    """End a server started with ``Lab.serve``: SIGTERM, then SIGKILL after ``grace`` seconds."""
+    server.terminate()
+    try:
+        server.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def _require_root() -> None:
