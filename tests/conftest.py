@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,22 @@ class RawControl:
         with Client("127.0.0.1", server.port) as client:
             row = client.blast(100, 0.2, 10e6)
         assert row["received"] == row["sent"] > 0
+
+
+def _wait_for(predicate, timeout: float = 5.0, poll: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; its last answer."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll)
+    return bool(predicate())
+
+
+@pytest.fixture
+def wait_for():
+    """``wait_for(predicate, timeout=5.0)``: poll until true; for state another thread or process changes."""
+    return _wait_for
 
 
 @pytest.fixture

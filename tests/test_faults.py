@@ -84,16 +84,8 @@ def procs():
         p.kill()
 
 
-def wait_for(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
-
-def serve(procs, *args):
+def serve(wait_for, procs, *args):
     """`udpbench serve` on 127.0.0.1, a free port; returns (process, port)."""
     server = procs("serve", "--bind", "127.0.0.1", "--port", "0", *args)
     assert wait_for(lambda: server.out or server.popen.poll() is not None, 30), "serve printed nothing"
@@ -124,9 +116,9 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_a_killed_client_frees_its_session_at_once(procs):
+def test_a_killed_client_frees_its_session_at_once(procs, wait_for):
     # The grace is long: only the TCP connection's EOF can free the one slot in time.
-    server, port = serve(procs, "--max-sessions", "1", "--session-grace", "60")
+    server, port = serve(wait_for, procs, "--max-sessions", "1", "--session-grace", "60")
     blaster = procs("blast", "127.0.0.1", "--port", str(port), "--duration", "60", "--rate", "1M")
     assert wait_for(session_started(server), 30), server.err
     blaster.popen.send_signal(signal.SIGKILL)
@@ -140,8 +132,8 @@ def test_a_killed_client_frees_its_session_at_once(procs):
     assert server.popen.poll() is None
 
 
-def test_a_frozen_client_is_ended_after_its_duration_plus_grace(procs):
-    server, port = serve(procs, "--max-sessions", "1", "--session-grace", "1")
+def test_a_frozen_client_is_ended_after_its_duration_plus_grace(procs, wait_for):
+    server, port = serve(wait_for, procs, "--max-sessions", "1", "--session-grace", "1")
     blaster = procs("blast", "127.0.0.1", "--port", str(port), "--duration", "1", "--rate", "1M")
     assert wait_for(session_started(server), 30), server.err
     blaster.popen.send_signal(signal.SIGSTOP)  # its TCP connection stays open: no EOF
@@ -155,20 +147,21 @@ def test_a_frozen_client_is_ended_after_its_duration_plus_grace(procs):
         blaster.kill()
 
 
-def test_a_killed_server_mid_sweep_keeps_the_finished_rows(procs, tmp_path):
-    server, port = serve(procs)
+def rows_saved(json_file) -> int:
+    """Rows in a result file a running sweep is writing (0 until its first save)."""
+    try:
+        return len(results.load(json_file)[1])
+    except Exception:
+        return 0
+
+
+def test_a_killed_server_mid_sweep_keeps_the_finished_rows(procs, tmp_path, wait_for):
+    server, port = serve(wait_for, procs)
     out = tmp_path / "sweep"
     sweeper = procs("sweep", "127.0.0.1", "--port", str(port), "--sizes", "64,128,256,512",
                     "--duration", "1", "--rate", "2M", "-o", str(out))
     json_file = out.with_name("sweep.json")
-
-    def rows_saved():
-        try:
-            return len(results.load(json_file)[1])
-        except Exception:
-            return 0
-
-    assert wait_for(lambda: rows_saved() >= 1, 60), sweeper.err
+    assert wait_for(lambda: rows_saved(json_file) >= 1, 60), sweeper.err
     server.kill()
     assert sweeper.wait(30) == 1
     kept = results.load(out.with_name("sweep.npz"))[1]
@@ -182,20 +175,13 @@ def test_a_killed_server_mid_sweep_keeps_the_finished_rows(procs, tmp_path):
     assert "Traceback" not in "\n".join(sweeper.err)
 
 
-def test_ctrl_c_in_a_sweep_saves_the_finished_rows(procs, tmp_path):
+def test_ctrl_c_in_a_sweep_saves_the_finished_rows(procs, tmp_path, wait_for):
     out = tmp_path / "sweep"
     # no server at this port: the sweep runs an embedded one, in the same process
     sweeper = procs("sweep", "127.0.0.1", "--port", str(free_port()), "--sizes", "64,128,256",
                     "--duration", "2", "--rate", "2M", "-o", str(out))
     json_file = out.with_name("sweep.json")
-
-    def rows_saved():
-        try:
-            return len(results.load(json_file)[1])
-        except Exception:
-            return 0
-
-    assert wait_for(lambda: rows_saved() >= 1, 60), sweeper.err
+    assert wait_for(lambda: rows_saved(json_file) >= 1, 60), sweeper.err
     time.sleep(0.5)  # well inside the second row's 2 s
     sweeper.popen.send_signal(signal.SIGINT)
     assert sweeper.wait(30) == 130
@@ -211,8 +197,8 @@ def test_ctrl_c_in_a_sweep_saves_the_finished_rows(procs, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_ctrl_c_in_a_blast_prints_the_partial_numbers(procs):
-    server, port = serve(procs)
+def test_ctrl_c_in_a_blast_prints_the_partial_numbers(procs, wait_for):
+    server, port = serve(wait_for, procs)
     blaster = procs("blast", "127.0.0.1", "--port", str(port), "--duration", "30", "--rate", "2M",
                     "--size", "500")
     assert wait_for(session_started(server), 30), server.err
@@ -230,10 +216,10 @@ def test_ctrl_c_in_a_blast_prints_the_partial_numbers(procs):
     assert server.popen.poll() is None  # and the server serves on
 
 
-def test_ctrl_c_stops_the_sending_within_half_a_second(procs):
+def test_ctrl_c_stops_the_sending_within_half_a_second(procs, wait_for):
     """The send loop looks for signals every 50 ms: it stops within half a second of Ctrl-C,
     however fast it is sending, and the row still covers what was sent."""
-    server, port = serve(procs)
+    server, port = serve(wait_for, procs)
     spawned = time.monotonic()
     blaster = procs("blast", "127.0.0.1", "--port", str(port), "--duration", "30", "--rate", "max",
                     "--engine", "gso", "--json")

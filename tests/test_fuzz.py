@@ -225,12 +225,12 @@ def test_random_frame_sequences_end_in_error_or_close_never_a_crash(fuzz_servers
     assert not _thread_errors, _thread_errors[0].exc_value
 
 
-def test_after_the_fuzz_both_servers_still_measure_exactly(fuzz_servers):
+def test_after_the_fuzz_both_servers_still_measure_exactly(fuzz_servers, wait_for):
     if _answers_seen:  # the fuzz ran (not deselected): it reached every stage, not only refusals
         assert {"STARTED", "REPORT", "ERROR"} <= set(_answers_seen), _answers_seen
         print("fuzzed server answers:", _answers_seen)
     for token_required, server in fuzz_servers.items():
-        assert _wait(lambda: server.active_sessions == 0, 15)
+        assert wait_for(lambda: server.active_sessions == 0, 15)
         with Client("127.0.0.1", server.port, token=TOKEN if token_required else "") as client:
             row = client.blast(300, 0.1, 4e6)
         assert row["sent"] > 0 and row["received"] == row["sent"]
@@ -238,14 +238,6 @@ def test_after_the_fuzz_both_servers_still_measure_exactly(fuzz_servers):
         assert server.internal_errors == 0
     assert not _thread_errors
 
-
-def _wait(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 # --- datagram headers and the receiver -----------------------------------------------------

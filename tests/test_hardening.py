@@ -45,14 +45,6 @@ def no_token_in_environment(monkeypatch):
     monkeypatch.delenv(control.TOKEN_ENV, raising=False)
 
 
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
-
 
 class RawControl:
     """A hand-driven control connection: frames in and out, no client logic."""
@@ -77,7 +69,7 @@ class RawControl:
 
 # --- authentication ------------------------------------------------------------------------
 
-def test_token_server_refuses_a_client_without_token(make_server):
+def test_token_server_refuses_a_client_without_token(make_server, wait_for):
     server = make_server(token=TOKEN)
     with pytest.raises(UserError, match="server requires a token: pass --token or set UDPBENCH_TOKEN"):
         Client("127.0.0.1", server.port, token="")
@@ -85,7 +77,7 @@ def test_token_server_refuses_a_client_without_token(make_server):
     assert wait_for(lambda: server.active_sessions == 0)
 
 
-def test_wrong_token_is_refused_on_both_ends(make_server, capsys):
+def test_wrong_token_is_refused_on_both_ends(make_server, capsys, wait_for):
     import sys
 
     server = make_server(token=TOKEN, log=sys.stderr)
@@ -168,7 +160,7 @@ def test_server_proof_is_not_the_client_proof_reflected():
     {"type": "STOP", "session": 1},
     {"type": "HELLO", "version": 1},
 ])
-def test_nothing_but_auth_is_accepted_before_authentication(make_server, first):
+def test_nothing_but_auth_is_accepted_before_authentication(make_server, first, wait_for):
     server = make_server(token=TOKEN)
     raw = RawControl(server.port)
     raw.hello()
@@ -310,7 +302,7 @@ def test_nonsense_start_is_refused_and_the_server_goes_on(make_server, start, re
     assert server.internal_errors == 0
 
 
-def test_max_sessions_refuses_the_next_client_until_one_leaves(make_server):
+def test_max_sessions_refuses_the_next_client_until_one_leaves(make_server, wait_for):
     server = make_server(max_sessions=1)
     first = Client("127.0.0.1", server.port)
     with pytest.raises(MeasurementError, match="server busy: 1 sessions in progress"):
@@ -409,7 +401,7 @@ def test_every_reply_is_no_larger_than_its_request(make_server):
     assert echo_seqs and len(echo_seqs & answered) >= len(echo_seqs) // 2
 
 
-def test_echo_is_not_reflected_to_another_address(make_server):
+def test_echo_is_not_reflected_to_another_address(make_server, wait_for):
     """A spoofer sending a live session's echo from another address gets nothing, nor does its victim."""
     server = make_server(bind="0.0.0.0")
     live = secrets.randbits(64)
@@ -634,7 +626,7 @@ def test_show_in_a_real_process_prints_no_traceback(tmp_path):
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
 
 
-def test_a_peer_dribbling_a_frame_cannot_hold_a_session_slot(make_server, monkeypatch):
+def test_a_peer_dribbling_a_frame_cannot_hold_a_session_slot(make_server, monkeypatch, wait_for):
     """The handshake timeout bounds a whole frame, not each byte of it (slowloris)."""
     import udpbench.server as server_module
 
