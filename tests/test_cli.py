@@ -61,13 +61,20 @@ def test_blast_json_row_has_the_stable_names():
     (["sweep", "127.0.0.1", "--sizes", "64,abc"], "not a whole number"),
     (["blast", "127.0.0.1", "--rate", "fast"], "is not bits/s"),
     (["blast", "127.0.0.1", "--rate=-5M"], "is not bits/s"),
-    (["blast", "127.0.0.1", "--duration", "0"], "between 0 and 86400"),
+    (["blast", "127.0.0.1", "--duration", "0"], "--duration '0' must be more than 0"),
+    (["blast", "127.0.0.1", "--interval", "0"], "--interval '0' must be more than 0"),
+    (["serve", "--session-grace", "nan"], "--session-grace 'nan' must be more than 0"),
     (["blast", "127.0.0.1", "--size", "8"], "smaller than the 32-byte"),
+    (["blast", "127.0.0.1", "--rate", "1", "--duration", "0.5"], "less than one 1472-byte datagram"),
+    (["blast", "127.0.0.1", "--rate", "100MB"], "looks like bytes/s"),
     (["blast", "no-such-host.invalid"], "cannot resolve"),
     (["blast"], "required"),
     (["frobnicate"], "invalid choice"),
     (["show", "/nonexistent.npz"], "no result file"),
-    (["serve", "--port", "70000"], "outside 0-65535"),
+    (["serve", "--port", "70000"], "--port 70000 is outside 0..65535"),
+    (["ping", "127.0.0.1", "--port", "70000"], "--port 70000 is outside 1..65535"),
+    (["mtu", "127.0.0.1", "--port", "0"], "--port 0 is outside 1..65535"),
+    (["discover", "--port", "x"], "--port 'x' is not a whole number"),
 ])
 def test_bad_input_is_one_line_and_exit_2(argv, words):
     done = run_cli(*argv)

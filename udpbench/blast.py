@@ -20,8 +20,8 @@ def add_parser(commands) -> None:
     p.add_argument("host", metavar="HOST")
     add_common_arguments(p)
     p.add_argument("--size", type=int, default=1472, help="UDP payload bytes (default 1472)")
-    p.add_argument("--duration", type=positive_seconds, default=2.0, metavar="S", help="seconds (default 2)")
-    p.add_argument("-i", "--interval", type=positive_seconds, default=None, metavar="S",
+    p.add_argument("--duration", type=positive_seconds("--duration"), default=2.0, metavar="S", help="seconds (default 2)")
+    p.add_argument("-i", "--interval", type=positive_seconds("--interval"), default=None, metavar="S",
                    help="also report every S seconds, like iperf3 -i (with --json: an 'intervals' list)")
     p.set_defaults(func=run)
 

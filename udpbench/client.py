@@ -250,6 +250,9 @@ class Flow:
             wire.check_size(size, client.v6)
         except wire.WireError as exc:
             raise UserError(f"{client.host}: {exc}") from None
+        if rate_bps and rate_bps * duration < 8 * size:
+            raise UserError(f"{format_rate(rate_bps)} for {duration:g} s is less than one {size}-byte datagram: "
+                            "raise --rate or --duration")
         self.client, self.size, self.duration, self.rate_bps, self.df = client, size, duration, rate_bps, df
         self.session = secrets.randbits(64)
         self.sock = client.data_socket()

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from . import __version__, control, sockopts, wire
 from .errors import MeasurementError, UserError
-from .units import seconds_between
+from .units import port_number, seconds_between
 
 DEFAULT_PORT = 1060  # the server's (server.DEFAULT_PORT; not imported: server imports this module)
 DEFAULT_BROADCAST = "127.255.255.255"  # loopback's broadcast address: every server on this machine
@@ -313,7 +313,7 @@ def add_parser(commands) -> None:
                    help=f"IPv4 address to send to (default {DEFAULT_BROADCAST}: this machine only)")
     p.add_argument("--interface", metavar="IFACE", default=None,
                    help="send out of this interface (needed for 255.255.255.255 without a default route)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     p.add_argument("--timeout", type=seconds_between("--timeout", 0.01, 60), default=DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"seconds to listen for answers (default {DEFAULT_TIMEOUT_S:g}; "
                         f"{DEFAULT_SENDS} datagrams are sent within it)")

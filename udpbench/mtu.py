@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from . import frag, sockopts, wire
 from .errors import MeasurementError, UserError
-from .units import seconds_between, whole_number_between
+from .units import port_number, seconds_between, whole_number_between
 
 METHODS = ("icmp", "echo", "both")
 MAX_PROBES = 3  # RFC 8899 MAX_PROBES: tries per size before it counts as too big
@@ -861,7 +861,7 @@ def add_parser(commands) -> None:
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
     fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT,
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                    help=f"the udpbench server's port; with no server there, the ICMP method's target "
                         f"port, which should be closed (default {DEFAULT_PORT})")
     p.add_argument("--min", dest="min_mtu", type=IP_PACKET_SIZE, metavar="B",
@@ -883,8 +883,6 @@ def add_parser(commands) -> None:
 def run(args) -> int:
     from .sweep import token_of
 
-    if not 0 < args.port <= 65535:
-        raise UserError(f"port {args.port} is outside 1-65535")
     if args.min_mtu and args.max_mtu and args.min_mtu > args.max_mtu:
         raise UserError(f"--min {args.min_mtu} is above --max {args.max_mtu}")
     opts = Options(method=args.method, family=args.family, port=args.port, min_mtu=args.min_mtu,

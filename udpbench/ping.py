@@ -31,7 +31,7 @@ from . import sockopts, wire
 from .client import Client, format_hostport
 from .errors import MeasurementError, UserError
 from .server import DEFAULT_PORT, MAX_DURATION_S
-from .units import seconds_between
+from .units import port_number, seconds_between
 
 DEFAULT_COUNT = 5
 DEFAULT_SIZE = 64
@@ -468,7 +468,7 @@ def add_parser(commands) -> None:
     p.add_argument("-w", "--deadline", type=seconds_between("--deadline", 0.01, MAX_DURATION_S), default=None,
                    metavar="S", help="stop after this many seconds, whatever is left "
                                      "(default: count x interval + 5 x the RTO ceiling, at most 1 hour)")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
     fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")

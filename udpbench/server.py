@@ -28,7 +28,7 @@ from . import __version__, control, discover, kernel, sockopts, wire
 from ._fast import Receiver
 from .control import PeerError, ProtocolError, ServerState
 from .errors import UserError
-from .units import format_rate, parse_rate, positive_seconds
+from .units import format_rate, parse_rate, positive_seconds, whole_number_between
 
 DEFAULT_PORT = 1060
 DEFAULT_RCVBUF = 8 << 20  # ask for 8 MiB so a fast sender is not cut short by the socket
@@ -711,7 +711,8 @@ def add_parser(commands) -> None:
     p.add_argument("--bind", metavar="ADDR", default=None,
                    help="address to serve: 127.0.0.1 serves this machine only, an interface's address "
                         "serves that interface; default: all interfaces, IPv4 and IPv6")
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port number (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=whole_number_between("--port", 0, 65535), default=DEFAULT_PORT,
+                   help=f"port number (default {DEFAULT_PORT}; 0 picks a free one)")
     p.add_argument("--max-sessions", type=int, default=16, metavar="N",
                    help="control connections served at once (default 16)")
     p.add_argument("--token", default=None, metavar="SECRET",
@@ -722,10 +723,10 @@ def add_parser(commands) -> None:
     p.add_argument("--max-rate", type=parse_rate, default=0.0, metavar="R",
                    help="grant at most R payload bits/s per session (k/M/G suffix); faster requests "
                         "are clamped and told so (default: no limit)")
-    p.add_argument("--max-duration", type=positive_seconds, default=MAX_DURATION_S, metavar="S",
+    p.add_argument("--max-duration", type=positive_seconds("--max-duration"), default=MAX_DURATION_S, metavar="S",
                    help=f"grant at most S seconds per measurement; longer requests are clamped "
                         f"(default {MAX_DURATION_S:g})")
-    p.add_argument("--session-grace", type=positive_seconds, default=SESSION_GRACE_S, metavar="S",
+    p.add_argument("--session-grace", type=positive_seconds("--session-grace"), default=SESSION_GRACE_S, metavar="S",
                    help=f"end a session whose client stays silent S seconds past its duration "
                         f"(default {SESSION_GRACE_S:g})")
     p.add_argument("--quiet", action="store_true", help="do not log sessions to stderr")

@@ -17,7 +17,7 @@ from .errors import MeasurementError, UserError
 from .report import print_table
 from .server import DEFAULT_PORT
 from .streams import blast_streams
-from .units import parse_rate, parse_sizes, positive_seconds, whole_number_between
+from .units import parse_rate, parse_sizes, port_number, positive_seconds, whole_number_between
 
 # Loopback's MTU (65536) fragments nothing at Ethernet sizes; a loopback-only sweep is planned
 # around Ethernet's 1500 so its rows line up with a LAN's (that contrast is the point).
@@ -191,7 +191,7 @@ def add_parser(commands) -> None:
                    help="payload sizes in bytes (default: a plan around the path MTU)")
     p.add_argument("--points", type=int, default=DEFAULT_POINTS,
                    help=f"most sizes in the default plan (default {DEFAULT_POINTS})")
-    p.add_argument("--duration", type=positive_seconds, default=1.0, metavar="S",
+    p.add_argument("--duration", type=positive_seconds("--duration"), default=1.0, metavar="S",
                    help="seconds per size (default 1)")
     p.add_argument("-o", "--output", type=Path, metavar="NAME",
                    help="result file base name: writes NAME.npz and NAME.json (default results/sweep-TIME)")
@@ -203,7 +203,7 @@ def add_parser(commands) -> None:
 
 def add_common_arguments(p) -> None:
     """Options blast and sweep share."""
-    p.add_argument("--port", type=whole_number_between("--port", 1, 65535), default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
     fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")

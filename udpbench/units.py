@@ -7,7 +7,8 @@ import re
 from .errors import UserError
 
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
-_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)(?:bit/s|bps|b)?\s*$", re.I)
+# Case matters in the unit: a capital B means bytes, and udpbench rates are bits per second.
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)(?:bit/s|bps|b)?\s*$")
 
 
 def parse_rate(text: str) -> float:
@@ -15,6 +16,8 @@ def parse_rate(text: str) -> float:
     if text.strip().lower() in ("max", "0", "unlimited"):
         return 0.0
     m = _RATE.match(text)
+    if not m and re.search(r"[0-9.]\s*[kKmMgGtT]?B", text):
+        raise UserError(f"rate {text!r} looks like bytes/s: give bits/s, like 100M (a capital B means bytes)")
     if not m:
         raise UserError(f"rate {text!r} is not bits/s like 100M, 1.5G, 250k or 'max'")
     value = float(m.group(1)) * _SUFFIX[m.group(2).lower()]
@@ -39,21 +42,24 @@ def parse_sizes(text: str) -> list[int]:
     return sorted(set(sizes))
 
 
-def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(f"duration {text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value <= 0 or value > 86400:
-        raise UserError(f"duration {text!r} must be between 0 and 86400 seconds")
-    return value
+def positive_seconds(name: str, high: float = 86400.0):
+    """An argparse type: a number of seconds above 0 and at most ``high``, named in its errors."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"{name} {text!r} is not a number of seconds") from None
+        if not (math.isfinite(value) and 0 < value <= high):
+            raise UserError(f"{name} {text!r} must be more than 0 and at most {high:g} seconds")
+        return value
+    return parse
 
 
 def format_rate(bps: float) -> str:
     for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
         if bps >= scale:
             return f"{bps / scale:.3g} {unit}"
-    return f"{bps:.0f} bit/s"
+    return f"{bps:.3g} bit/s"
 
 
 def format_count(n: float) -> str:
@@ -74,6 +80,11 @@ def seconds_between(name: str, low: float, high: float):
             raise UserError(f"{name} {text!r} must be between {low:g} and {high:g} seconds")
         return value
     return parse
+
+
+def port_number(text: str) -> int:
+    """An argparse type for a server port: 1-65535, or a one-line error."""
+    return whole_number_between("--port", 1, 65535)(text)
 
 
 def whole_number_between(name: str, low: int, high: int, unit: str = ""):
