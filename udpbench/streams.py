@@ -15,7 +15,9 @@ from .client import Client
 from .errors import UserError
 
 # Counts that add up over streams; the rest is recomputed or taken as the worst stream's.
-SUMMED = ("sent", "send_errors", "received", "duplicates", "reordered", "late", "lost", *stats.CAUSES,
+# The loss causes are not summed: the kernel counters behind them cover the namespace, so every
+# stream sees all streams' drops; they are attributed once, over the summed loss.
+SUMMED = ("sent", "send_errors", "received", "duplicates", "reordered", "late", "lost",
           "loss_bursts", "syscalls", "foreign", "socket_drops", "gro_buffers", "rate_target_bps",
           "rate_requested_bps")
 WORST = ("longest_loss_burst", "max_reorder_distance", "delay_spread_ms", "gap_std_us", "gap_p99_us",
@@ -70,10 +72,15 @@ def blast_streams(client: Client, streams: int, size: int, duration: float, rate
                     stop.set()
         sender_counters = kernel.delta(before, kernel.snapshot(client.v6))
     finally:
-        for flow in flows:
-            rows.append(flow.finish())
-        for c in clients[1:]:
-            c.close()
+        try:
+            for flow in flows:  # every flow gets its STOP, even when another one failed
+                try:
+                    rows.append(flow.finish())
+                except BaseException as exc:
+                    errors.append(exc)
+        finally:
+            for c in clients[1:]:
+                c.close()
     if errors:
         raise errors[0]
     row = combine(rows, sender_counters)
@@ -97,8 +104,9 @@ def combine(rows: list[dict], sender_counters: dict | None = None) -> dict:
     for r in rows:
         for name, n in r["send_errors_by_errno"].items():
             errors[name] = errors.get(name, 0) + n
-    try:
-        wire_per_datagram = frag.wire_bytes(size, first["path_mtu"], first["family"] == 6)
+    try:  # as make_row does: what crosses the bottleneck, router re-fragmentation included
+        wire_per_datagram = frag.wire_bytes_of(frag.fragment_sizes_on_path(
+            size, first["sender_mtu"], first["path_mtu"], first["family"] == 6))
     except ValueError:
         wire_per_datagram = 0
     row.update(
@@ -122,6 +130,11 @@ def combine(rows: list[dict], sender_counters: dict | None = None) -> dict:
         per_stream=[{"session": f"{r['_session']:016x}" if "_session" in r else None,
                      **{k: r.get(k) for k in PER_STREAM}} for r in rows],
     )
+    counters = row["receiver_counters"]
+    row.update(stats.attribute_loss(
+        row["lost"], sndbuf_errors=(sender_counters or {}).get("Udp.SndbufErrors", 0),
+        socket_drops=sum(r["loss_socket"] for r in rows),  # exact: each stream's own socket
+        reasm_fails=counters.get("Ip.ReasmFails", 0)))
     engines_used = sorted({r["engine"] for r in rows})
     row["engine"] = engines_used[0] if len(engines_used) == 1 else "+".join(engines_used)
     if sender_counters is not None:
