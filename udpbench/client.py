@@ -302,10 +302,15 @@ class Flow:
                 tx = _fast.send_datagrams(sock.fileno(), engines.ENGINES[self.choice.engine], size, session,
                                           first + first_seq, seconds, rate_pps, stop=stop, check_signals=main)
                 if tx["gso_fallback_errno"] and self.choice.engine == "gso":
-                    # Later slices go straight to mmsg; GSO sent everything before this point.
+                    # Later slices go straight to mmsg; GSO sent everything before this point
+                    # (not the DF datagram Python sent first).
                     self.choice = engines.fell_back(self.choice, tx["gso_fallback_errno"],
-                                                    first + first_seq + tx["gso_sent"])
+                                                    first_seq + tx["gso_sent"])
                 tx["next_seq"] -= first  # sequence numbers as the slicer counts them
+                if first_seq == 0:  # the DF datagram sent first belongs to the first slice
+                    tx["sent"] += first
+                    if first_error:
+                        tx["errors"][first_error] = tx["errors"].get(first_error, 0) + 1
                 return tx
 
             if interval:
@@ -313,9 +318,6 @@ class Flow:
                 tx = self.reports.send(send_slice, self.duration)
             else:
                 tx = send_slice(0, self.duration)
-            tx["sent"] += first
-            if first_error:
-                tx["errors"][first_error] = tx["errors"].get(first_error, 0) + 1
         learned = sockopts.route_mtu(sock)
         if learned and learned < self.sender_mtu:
             # An ICMP "fragmentation needed" arrived during the run: the kernel now fragments

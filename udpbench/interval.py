@@ -93,7 +93,7 @@ class IntervalReports:
         finally:
             # the control channel is the reporter's until here: STOP must not cross a STATUS
             self._slices.put(None)
-            self._thread.join(timeout=self.client.channel.timeout or 30.0)
+            self._thread.join()  # it ends: each STATUS it waits for has the channel's own timeout
         merged = merge_tx(slices)
         merged["elapsed_ns"] = int((time.monotonic() - t0) * 1e9)
         return merged
