@@ -1,9 +1,12 @@
 """The control channel: framing, message checks, and the server's state machine under bad input."""
 import struct
+import threading
 
 import pytest
 
 from udpbench import control
+from udpbench.client import Client
+from udpbench.server import Server
 
 
 def test_frame_round_trip():
@@ -83,3 +86,18 @@ def test_a_client_that_vanishes_does_not_stop_the_server(loopback_server, raw_co
     sock.sendall(struct.pack("!I", 1000) + b"{")  # half a frame, then gone
     sock.close()
     raw_control.assert_still_serving(loopback_server)
+
+
+def test_closing_the_server_ends_conversations_in_progress():
+    """An embedded server's close() must not leave a session's threads and sockets behind."""
+    server = Server("127.0.0.1", 0).start()
+    client = Client("127.0.0.1", server.port)
+    flow = client.start_blast(100, 30.0, 1e6)  # a session that would run for 30 s
+    before = {t.name for t in threading.enumerate()}
+    assert any(name.startswith("rx-") for name in before)
+    server.close()
+    after = {t.name for t in threading.enumerate()}
+    assert not any(name.startswith("rx-") for name in after)  # the session's receiver ended
+    assert server.active_sessions == 0
+    flow.sock.close()
+    client.channel.close()

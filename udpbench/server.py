@@ -311,6 +311,7 @@ class Server:
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._conversations: dict[socket.socket, threading.Thread] = {}  # open control connections
         self.active_sessions = 0
         self.echo_sessions: dict[int, str] = {}  # session id -> the control peer's address
         self.foreign = 0
@@ -416,6 +417,15 @@ class Server:
         self._closed.set()
         for t in self._threads:
             t.join(timeout=2.0)
+        with self._lock:
+            conversations = list(self._conversations.items())
+        for conn, _ in conversations:  # wake each conversation from its recv: it ends its session
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for _, t in conversations:
+            t.join(timeout=5.0)
         self._close_listeners()
 
     def __enter__(self) -> "Server":
@@ -449,7 +459,10 @@ class Server:
                             pass
                         conn.close()
                         continue
-                    threading.Thread(target=self._converse, args=(conn,), daemon=True).start()
+                    t = threading.Thread(target=self._converse, args=(conn,), daemon=True)
+                    with self._lock:
+                        self._conversations[conn] = t
+                    t.start()
 
     def _converse(self, conn: socket.socket) -> None:
         """One control connection, through the state machine, until BYE, error or silence."""
@@ -459,6 +472,7 @@ class Server:
             conn.close()
             with self._lock:
                 self.active_sessions -= 1
+                self._conversations.pop(conn, None)
             return
         state = ServerState.AWAIT_HELLO
         measurement: Measurement | None = None
@@ -573,6 +587,7 @@ class Server:
             channel.close()
             with self._lock:
                 self.active_sessions -= 1
+                self._conversations.pop(conn, None)
 
     def grant(self, start: dict) -> tuple[dict, list[str]]:
         """What this server grants of a blast START: ({duration_s, rate_bps}, names clamped).
