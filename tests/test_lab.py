@@ -304,7 +304,7 @@ def test_without_ip_is_a_clear_error(monkeypatch, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["lab", "up", "--mtu", "40"], "MTU 40 is outside 68..65535"),
     (["lab", "up", "--loss", "120"], "loss 120.0% is outside 0..100"),
-    (["lab", "up", "--rate", "fast"], "rate 'fast' is not a number of bits/s"),
+    (["lab", "up", "--rate", "fast"], "rate 'fast' is not bits/s like 100M"),
     (["lab", "up", "--prefix", "a/b"], "lab prefix 'a/b' must be"),
     (["lab", "exec", "client"], "give a command after the node"),
     (["lab", "set"], "nothing to change"),
@@ -319,12 +319,13 @@ def test_bad_input_is_one_line(monkeypatch, capsys, argv, message):
 
 @pytest.mark.parametrize("text, bps", [("10M", 10_000_000), ("500k", 500_000), ("1G", 10**9),
                                        ("1.5M", 1_500_000), ("64000", 64_000), ("10mbit", 10_000_000),
-                                       ("0", None), (None, None), (2_000_000, 2_000_000)])
+                                       ("0", None), ("max", None), (None, None), (2_000_000, 2_000_000),
+                                       ("1e6", 1_000_000), ("10 Mbps", 10_000_000)])
 def test_parse_rate(text, bps):
     assert parse_rate(text) == bps
 
 
-@pytest.mark.parametrize("text", ["fast", "10MB", "-5M", "1e6", "10 Mbps", "100"])
+@pytest.mark.parametrize("text", ["fast", "10MB", "-5M", "100", "7999"])
 def test_parse_rate_rejects(text):
     with pytest.raises(UserError):
         parse_rate(text)

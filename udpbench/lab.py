@@ -25,6 +25,7 @@ import sys
 import time
 from typing import Any
 
+from . import units
 from .errors import UserError
 
 NODES = ("client", "router", "server")
@@ -62,8 +63,6 @@ BLOCK_ICMP_COMMENT = "udpbench:block-icmp"
 TBF_LATENCY = "50ms"  # the rate limiter's queue holds 50 ms of traffic, then drops
 COMMAND_TIMEOUT = 20.0  # seconds for any one ip/tc/nft call
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.]{0,23}$")
-_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)(?:bit)?(?:/s)?\s*$")
-_RATE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}
 
 
 def _is_root() -> bool:
@@ -71,33 +70,20 @@ def _is_root() -> bool:
 
 
 def parse_rate(text: str | int | None) -> int | None:
-    """Bits per second from ``10M``, ``500k``, ``1G``, ``1.5M`` or ``64000``; 0 or None = no limit.
-
-    Units are decimal (k = 1000) and count bits, as tc's ``kbit``/``mbit`` do.
-    """
+    """Bits per second, in the grammar every ``--rate`` takes (``units.parse_rate``: 10M, 500k,
+    1.5G, 64000); 0, ``max`` or None mean no limit. Below 8 kbit/s tbf cannot carry a datagram."""
     if text is None:
         return None
-    if isinstance(text, int):
-        bps = text
-    else:
-        m = _RATE_RE.match(text)
-        if not m:
-            raise UserError(f"rate {text!r} is not a number of bits/s like 10M, 500k or 1G")
-        bps = round(float(m.group(1)) * _RATE_UNITS[m.group(2).lower()])
+    bps = text if isinstance(text, int) else units.parse_rate(text)
     if bps < 0:
         raise UserError(f"rate {text!r} is negative")
     if 0 < bps < 8000:
         raise UserError(f"rate {text!r} is below 8 kbit/s, too slow to carry one datagram a second")
-    return bps or None
+    return round(bps) or None
 
 
 def format_rate(bps: int | None) -> str:
-    if not bps:
-        return "unlimited"
-    for unit, scale in (("Gbit/s", 10**9), ("Mbit/s", 10**6), ("kbit/s", 10**3)):
-        if bps >= scale:
-            return f"{bps / scale:g} {unit}"
-    return f"{bps} bit/s"
+    return units.format_rate(bps) if bps else "unlimited"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -516,10 +502,10 @@ def stop_server(server: subprocess.Popen, grace: float = 10.0) -> None:
     """End a server started with ``Lab.serve``: SIGTERM, then SIGKILL after ``grace`` seconds."""
     server.terminate()
     try:
-        server.wait(timeout=grace)
+        server.communicate(timeout=grace)  # also drains and closes its pipes
     except subprocess.TimeoutExpired:
         server.kill()
-        server.wait()
+        server.communicate()
 
 
 def _require_root() -> None:

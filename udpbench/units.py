@@ -8,7 +8,7 @@ from .errors import UserError
 
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 # Case matters in the unit: a capital B means bytes, and udpbench rates are bits per second.
-_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)(?:bit/s|bps|b)?\s*$")
+_RATE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtT]?)(?:bit/s|bit|bps|b)?\s*$")
 
 
 def parse_rate(text: str) -> float:
