@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 
-from . import results, wire
+from . import control, results, wire
 from .client import connect
 from .errors import UserError
 from .interval import HEADER, format_interval
 from .report import blast_summary
 from .streams import blast_streams
-from .sweep import add_common_arguments, default_rate, token_of
+from .sweep import add_common_arguments, default_rate
 from .units import format_count, format_rate, positive_seconds
 
 
@@ -32,7 +32,7 @@ def run(args) -> int:
     except wire.WireError as exc:
         raise UserError(str(exc)) from None
     on_interval = _print_interval if args.interval and not args.json else None
-    with connect(args.host, args.port, args.family, token=token_of(args)) as client:
+    with connect(args.host, args.port, args.family, token=control.token_of(args)) as client:
         rate = args.rate if args.rate is not None else default_rate(client.server_addr[0])
         row = blast_streams(client, args.streams, args.size, args.duration, rate, args.engine, df=args.df,
                             interval=args.interval, on_interval=on_interval)

@@ -262,3 +262,16 @@ def next_server_state(state: ServerState, msg: dict, auth_required: bool = False
     if state is ServerState.AWAIT_HELLO and auth_required:
         return ServerState.AWAIT_AUTH
     return allowed[msg["type"]]
+
+
+def add_token_arguments(p) -> None:
+    """--token and --token-file, for every command that connects to a server (read with token_of)."""
+    p.add_argument("--token", default=None, metavar="SECRET",
+                   help=f"shared secret for a server that requires one (default: ${TOKEN_ENV}); "
+                        f"other local users can read a command line: prefer the variable or --token-file")
+    p.add_argument("--token-file", default=None, metavar="FILE", help="read the token from FILE's first line")
+
+
+def token_of(args) -> str:
+    """The token the options or the environment give ("" for none)."""
+    return resolve_token(args.token, args.token_file) or ""

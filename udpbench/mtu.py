@@ -24,7 +24,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from . import frag, sockopts, wire
+from . import control, frag, sockopts, wire
 from .errors import MeasurementError, UserError
 from .units import port_number, seconds_between, whole_number_between
 
@@ -846,7 +846,6 @@ IP_PACKET_SIZE = whole_number_between("size", 68, MAX_PACKET[6], "bytes (IP pack
 
 def add_parser(commands) -> None:
     from .server import DEFAULT_PORT
-    from .sweep import add_token_arguments
 
     p = commands.add_parser(
         "mtu", help="find the path MTU: by ICMP (like tracepath) and by echo probing a udpbench server",
@@ -876,18 +875,17 @@ def add_parser(commands) -> None:
     p.add_argument("--granularity", type=whole_number_between("--granularity", 1, 1024, "bytes"), default=1, metavar="B",
                    help="stop the echo search when the bracket is this narrow (default 1: exact)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of text")
-    add_token_arguments(p)
+    control.add_token_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from .sweep import token_of
 
     if args.min_mtu and args.max_mtu and args.min_mtu > args.max_mtu:
         raise UserError(f"--min {args.min_mtu} is above --max {args.max_mtu}")
     opts = Options(method=args.method, family=args.family, port=args.port, min_mtu=args.min_mtu,
                    max_mtu=args.max_mtu, timeout=args.timeout, max_probes=args.max_probes,
-                   granularity=args.granularity, token=token_of(args))
+                   granularity=args.granularity, token=control.token_of(args))
     result = discover(args.host, opts)
     if args.json:
         print(json.dumps(result))

@@ -27,7 +27,7 @@ import struct
 import sys
 import time
 
-from . import sockopts, wire
+from . import control, sockopts, wire
 from .client import Client, format_hostport
 from .errors import MeasurementError, UserError
 from .server import DEFAULT_PORT, MAX_DURATION_S
@@ -450,7 +450,6 @@ def default_deadline(count: int, interval: float, rto_max: float = RTO_MAX_S) ->
 
 
 def add_parser(commands) -> None:
-    from .sweep import add_token_arguments
 
     p = commands.add_parser(
         "ping", help="request/reply over UDP: RTT, loss and retransmissions, like ping",
@@ -484,18 +483,17 @@ def add_parser(commands) -> None:
                         "instead of being fragmented, like ping -M do")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
-    add_token_arguments(p)
+    control.add_token_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from .sweep import token_of
 
     check_count(args.count)
     estimator = RtoEstimator(args.rto_initial, args.rto_min, args.rto_max)
     printer = None if (args.quiet or args.json) else LinePrinter(args.host, args.size, args.count)
     result = ping(args.host, args.port, args.family, args.count, args.size, args.interval, args.deadline,
-                  estimator, printer, df=args.df, token=token_of(args))
+                  estimator, printer, df=args.df, token=control.token_of(args))
     if args.json:
         print(json.dumps(result))
     else:

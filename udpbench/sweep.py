@@ -219,21 +219,7 @@ def add_common_arguments(p) -> None:
                    help="set Don't Fragment (IP_PMTUDISC_DO): sizes above the path MTU are refused "
                         "by the kernel (EMSGSIZE) and reported as not sendable instead of fragmented")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
-    add_token_arguments(p)
-
-
-def add_token_arguments(p) -> None:
-    """--token and --token-file, for every command that connects to a server (read with token_of)."""
-    p.add_argument("--token", default=None, metavar="SECRET",
-                   help=f"shared secret for a server that requires one (default: ${control.TOKEN_ENV}); "
-                        f"other local users can read a command line: prefer the variable or --token-file")
-    p.add_argument("--token-file", default=None, metavar="FILE", help="read the token from FILE's first line")
-
-
-
-def token_of(args) -> str:
-    """The token the options or the environment give ("" for none)."""
-    return control.resolve_token(args.token, args.token_file) or ""
+    control.add_token_arguments(p)
 
 
 def run(args) -> int:
@@ -251,7 +237,7 @@ def run(args) -> int:
     try:
         meta, rows, saved = run_sweep(args.hosts, args.sizes, args.duration, args.rate, args.engine,
                                       args.port, args.family, output, args.points,
-                                      progress=not args.json, argv=argv, df=args.df, token=token_of(args),
+                                      progress=not args.json, argv=argv, df=args.df, token=control.token_of(args),
                                       streams=args.streams)
     except SweepInterrupted as stop:
         partial = " and the interrupted one" if len(stop.rows) > stop.finished else ""
