@@ -373,8 +373,7 @@ def test_every_reply_is_no_larger_than_its_request(make_server):
     server = make_server()
     live = secrets.randbits(64)
     with Client("127.0.0.1", server.port) as client:
-        client.channel.send({"type": "START", "session": live, "mode": "echo"})
-        client.channel.expect("STARTED")
+        client.open_echo(live)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             sock.bind(("127.0.0.1", 0))
@@ -406,8 +405,7 @@ def test_echo_is_not_reflected_to_another_address(make_server, wait_for):
     server = make_server(bind="0.0.0.0")
     live = secrets.randbits(64)
     with Client("127.0.0.1", server.port) as client:
-        client.channel.send({"type": "START", "session": live, "mode": "echo"})
-        client.channel.expect("STARTED")
+        client.open_echo(live)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other:
             other.bind(("127.0.0.2", 0))  # all of 127/8 is this machine: a second source address
             other.connect(("127.0.0.1", server.port))
@@ -429,10 +427,8 @@ def test_nothing_is_answered_after_the_echo_session_stops(make_server):
     server = make_server()
     live = secrets.randbits(64)
     with Client("127.0.0.1", server.port) as client:
-        client.channel.send({"type": "START", "session": live, "mode": "echo"})
-        client.channel.expect("STARTED")
-        client.channel.send({"type": "STOP", "session": live})
-        client.channel.expect("REPORT")
+        client.open_echo(live)
+        client.close_echo(live)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", 0))
             sock.connect(("127.0.0.1", server.port))

@@ -168,6 +168,19 @@ class Client:
         except (ProtocolError, TimeoutError, OSError) as exc:
             raise MeasurementError(f"control channel to {self.where} failed: {exc}") from None
 
+    def open_echo(self, session: int, duration_s: float = 0.0) -> dict:
+        """Open an echo session: while it lasts, the server answers this client's PROBE and ECHO
+        datagrams of ``session`` (and nobody else's). ``duration_s`` > 0 tells the server how long
+        the control channel may stay silent meanwhile. Returns the server's STARTED."""
+        start = {"type": "START", "session": session, "mode": "echo"}
+        if duration_s:
+            start["duration_s"] = duration_s
+        return self._converse(start, "STARTED")
+
+    def close_echo(self, session: int) -> dict:
+        """End an echo session; returns the server's REPORT (its echo counts)."""
+        return self._converse({"type": "STOP", "session": session}, "REPORT")
+
     def status(self, session: int) -> dict:
         """The server's counts so far for a running blast session (an interim report)."""
         return self._converse({"type": "STATUS", "session": session}, "STATUS")

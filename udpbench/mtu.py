@@ -386,7 +386,7 @@ class EchoSession:
 
     def open(self) -> "EchoSession":
         self.session = secrets.randbits(64)
-        self.client._converse({"type": "START", "session": self.session, "mode": "echo"}, "STARTED")
+        self.client.open_echo(self.session)
         self.opened_at = time.monotonic()
         return self
 
@@ -399,7 +399,7 @@ class EchoSession:
 
     def close(self) -> None:
         if self.session:
-            self.client._converse({"type": "STOP", "session": self.session}, "REPORT")
+            self.client.close_echo(self.session)
             self.session = 0
 
 

@@ -416,8 +416,7 @@ def ping(host: str, port: int = DEFAULT_PORT, family: int | None = None, count: 
         except wire.WireError as exc:
             raise UserError(str(exc)) from None
         session = secrets.randbits(64)
-        started = client._converse({"type": "START", "session": session, "mode": "echo",
-                                    "duration_s": deadline}, "STARTED")
+        started = client.open_echo(session, duration_s=deadline)
         data_port = started.get("data_port", client.port)
         on_event("start", address=client.server_addr[0], port=data_port, session=session)
         with client.data_socket() as sock:
@@ -428,7 +427,7 @@ def ping(host: str, port: int = DEFAULT_PORT, family: int | None = None, count: 
             pinger = Pinger(sock, session, size, estimator, on_event)
             summary = pinger.run(count, interval, deadline)
         try:
-            report = client._converse({"type": "STOP", "session": session}, "REPORT")
+            report = client.close_echo(session)
         except MeasurementError as exc:  # what was measured stands; say what is missing
             report = {"error": str(exc)}
     head = {"host": host, "address": client.server_addr[0], "port": data_port,
