@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import ipaddress
 import math
 import secrets
 import socket
@@ -12,12 +11,12 @@ import time
 
 from . import __version__, _fast, control, engines, frag, kernel, sockopts, stats, wire
 from .control import PeerClosed, PeerError, ProtocolError
-from .errors import MeasurementError, UserError
+from .errors import MeasurementError, UserError, errno_name
 from .interval import IntervalReports
 from .server import DEFAULT_PORT, Server
+from .sockopts import format_hostport, is_loopback
 from .units import format_rate
 
-ENGINES = engines.ENGINES
 CONNECT_TIMEOUT_S = 3.0
 REPORT_TIMEOUT_S = 10.0  # the server drains for at most 2 s; the rest is slack for a loaded host
 DEFAULT_LAN_RATE_BPS = 100e6  # a safety default for any host that is not this machine
@@ -33,17 +32,6 @@ def resolve(host: str, port: int, family: int | None = None) -> tuple[int, tuple
         raise UserError(f"host {host!r} has no address of the requested family")
     fam, _, _, _, addr = infos[0]
     return fam, addr
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-def format_hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 class Client:
@@ -528,7 +516,3 @@ def socket_drops_datagrams(report: dict) -> int | None:
     return round(drops * per_buffer)
 
 
-def errno_name(code: int) -> str:
-    import errno as _errno
-
-    return _errno.errorcode.get(code, str(code))

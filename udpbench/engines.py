@@ -21,8 +21,8 @@ import errno
 import socket
 from dataclasses import dataclass
 
-from . import _fast, sockopts
-from .errors import UserError
+from . import _fast, frag, sockopts
+from .errors import UserError, errno_name
 
 ENGINES = {"send": _fast.ENGINE_SEND, "mmsg": _fast.ENGINE_MMSG, "gso": _fast.ENGINE_GSO}
 CHOICES = ("auto", *ENGINES)
@@ -40,14 +40,9 @@ class Choice:
         return f"{self.engine} ({self.note})" if self.note else self.engine
 
 
-def header_bytes(v6: bool) -> int:
-    """IP + UDP header bytes in front of each payload."""
-    return 48 if v6 else 28
-
-
 def gso_obstacle(size: int, path_mtu: int, v6: bool) -> str | None:
     """Why GSO cannot carry ``size``-byte payloads on this path, or None if it can."""
-    if header_bytes(v6) + size > path_mtu:
+    if frag.header_overhead(v6) + size > path_mtu:
         return "payload exceeds path MTU"
     if size > GSO_MAX_BYTES:
         return "payload exceeds the 64 KiB GSO buffer"
@@ -82,7 +77,7 @@ def fell_back(choice: Choice, err: int, gso_sent: int) -> Choice:
     Refused later with EMSGSIZE: the path MTU fell below the payload during the run (an ICMP
     "fragmentation needed" arrived), and GSO cannot fragment.
     """
-    name = errno.errorcode.get(err, str(err))
+    name = errno_name(err)
     if gso_sent == 0:
         return Choice("mmsg", choice.requested, f"gso: refused by the kernel ({name})")
     why = " (path MTU fell below the payload)" if err == errno.EMSGSIZE else ""

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import control, frag, sockopts, wire
-from .errors import MeasurementError, UserError
+from .errors import MeasurementError, UserError, errno_name
 from .units import port_number, seconds_between, whole_number_between
 
 METHODS = ("icmp", "echo", "both")
@@ -48,8 +48,6 @@ COMMON_MTUS = (1500, 1280, 9000, 1492, 4470, 1480, 1476, 1472, 1460, 1450, 1440,
 PLATEAUS = (65535, 32000, 17914, 8166, 4352, 2002, 1492, 1280, 1006, 508, 296, 68)
 
 
-def overhead(v6: bool) -> int:
-    return frag.header_overhead(v6)
 
 
 def floor_mtu(v6: bool) -> int:
@@ -167,7 +165,7 @@ class IcmpError:
         return self.errno == errno.ECONNREFUSED
 
     def describe(self) -> str:
-        name = errno.errorcode.get(self.errno, str(self.errno))
+        name = errno_name(self.errno)
         by = f" from {self.offender}" if self.offender else ""
         if self.too_big:
             return f"too big{by} (mtu {self.info})" if not self.local else f"too big for the interface (mtu {self.info})"
@@ -238,14 +236,14 @@ class Prober:
 
     @property
     def smallest(self) -> int:
-        return overhead(self.v6) + MIN_PROBE_PAYLOAD
+        return frag.header_overhead(self.v6) + MIN_PROBE_PAYLOAD
 
     def send(self, size: int, companion: bool = False) -> tuple[int, IcmpError | None]:
         """Send one probe of ``size`` IP bytes; returns its id and, if the kernel refused it
         locally (EMSGSIZE), that error."""
         probe_id = self.next_id
         self.next_id += 1
-        payload = size - overhead(self.v6)
+        payload = size - frag.header_overhead(self.v6)
         flags = wire.Flag.COMPANION if companion else 0
         data = wire.datagram(wire.Kind.PROBE, self.session, probe_id, payload, time.time_ns(), flags)
         self.probes[probe_id] = Probe(size, time.monotonic(), companion)
@@ -327,7 +325,7 @@ class Prober:
             if probe is None or len(data) < wire.PROBE_ACK_SIZE:
                 continue
             rx_len = wire.PROBE_ACK_BODY.unpack_from(data, wire.HEADER_SIZE)[0]
-            if rx_len != probe.size - overhead(self.v6):
+            if rx_len != probe.size - frag.header_overhead(self.v6):
                 continue  # not what we sent: a middlebox changed it, do not count it
             rtt = now - probe.sent_at
             if not probe.acked:
@@ -677,7 +675,7 @@ def _limits(v6: bool, route: Route, opts: Options, fallback_mtu: int | None) -> 
     if route.interface_mtu is None:
         warnings.append("could not read the outgoing interface's MTU; searching up to the route's MTU")
     limit = min(x for x in (opts.max_mtu, iface, MAX_PACKET[6 if v6 else 4]) if x)
-    smallest_probe = overhead(v6) + MIN_PROBE_PAYLOAD
+    smallest_probe = frag.header_overhead(v6) + MIN_PROBE_PAYLOAD
     floor = max(opts.min_mtu or floor_mtu(v6), smallest_probe)
     if v6 and opts.min_mtu is not None and opts.min_mtu < frag.MIN_MTU_IPV6:
         raise UserError(f"--min {opts.min_mtu}: every IPv6 path carries {frag.MIN_MTU_IPV6}-byte packets")

@@ -29,7 +29,7 @@ import time
 
 from . import control, sockopts, wire
 from .client import Client, format_hostport
-from .errors import MeasurementError, UserError
+from .errors import MeasurementError, UserError, errno_name
 from .server import DEFAULT_PORT, MAX_DURATION_S
 from .units import port_number, seconds_between
 
@@ -175,7 +175,7 @@ class Pinger:
         except OSError as exc:
             attempt.sent = False
             attempt.errno = exc.errno
-            name = errno.errorcode.get(exc.errno, str(exc.errno))
+            name = errno_name(exc.errno)
             self.send_errors[name] = self.send_errors.get(name, 0) + 1
         request.tries.append(attempt)
         return attempt
@@ -199,7 +199,7 @@ class Pinger:
                 # An ICMP error for an earlier datagram (port unreachable: ECONNREFUSED; with
                 # --df, fragmentation needed: EMSGSIZE; host unreachable...): that try goes
                 # unanswered, and the error is counted.
-                name = errno.errorcode.get(exc.errno, str(exc.errno))
+                name = errno_name(exc.errno)
                 self.icmp_errors[name] = self.icmp_errors.get(name, 0) + 1
                 if exc.errno == errno.ECONNREFUSED:
                     self.refused += 1

@@ -387,7 +387,7 @@ class Server:
         out = []
         for tcp, _ in self.listeners:
             host = tcp.getsockname()[0]
-            out.append(f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}")
+            out.append(sockopts.format_hostport(host, self.port))
         return out
 
     def _say(self, text: str) -> None:
@@ -768,7 +768,7 @@ def describe_listening(server: Server) -> list[str]:
     else:
         address = server.listeners[0][0].getsockname()[0]
         entry = discover.owner_of(address)
-        if _is_loopback_address(address):
+        if sockopts.is_loopback(address):
             lines.append(f"  bound to {address}: this machine only")
         elif entry is not None:
             lines.append(f"  bound to {address}: only datagrams and connections addressed to it "
@@ -790,13 +790,6 @@ def describe_listening(server: Server) -> list[str]:
         lines.append(f"  dropping {server.drop:.0%} of echo requests on purpose (--drop {server.drop:g} "
                      f"--seed {server.seed})")
     return lines
-
-
-def _is_loopback_address(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%")[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def run(args) -> int:

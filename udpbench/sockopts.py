@@ -5,6 +5,7 @@ Values from glibc ``bits/in.h`` and the kernel uapi headers (``errqueue.h``, ``u
 """
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 
@@ -57,6 +58,19 @@ IN6_PKTINFO = struct.Struct("=16si")
 
 # struct sock_extended_err {u32 ee_errno; u8 ee_origin, ee_type, ee_code, ee_pad; u32 ee_info, ee_data}
 SOCK_EXTENDED_ERR = struct.Struct("=IBBBBII")
+
+
+def is_loopback(address: str) -> bool:
+    """Whether an address (IPv4 or IPv6, scope id allowed) is on the loopback interface."""
+    try:
+        return ipaddress.ip_address(address.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def format_hostport(address: str, port: int) -> str:
+    """``1.2.3.4:1060`` or ``[::1]:1060``."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def is_v6(sock: socket.socket) -> bool:
