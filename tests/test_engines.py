@@ -169,8 +169,9 @@ def test_paced_rate_is_met_and_sends_are_spread(loopback_server, rate_bps, size,
     assert low <= row["rate_ratio"] <= 1 + 1.5 / row["sent"]
     assert row["tx_bps"] == pytest.approx(rate_bps * row["rate_ratio"])
     assert row["received"] == row["sent"]
-    # The median gap between syscalls is the target; catching up never goes past twice the rate.
-    assert 0.7 * row["gap_target_us"] <= row["gap_p50_us"] <= 1.3 * row["gap_target_us"]
+    # The median gap between syscalls is the target; after a stall the sender catches up at up to
+    # twice the rate, so on a loaded machine half the gaps may be half the target, never less.
+    assert 0.45 * row["gap_target_us"] <= row["gap_p50_us"] <= 1.3 * row["gap_target_us"]
     assert row["gap_p1_us"] >= 0.45 * row["gap_target_us"]
 
 
@@ -180,7 +181,7 @@ def test_a_paced_count_ends_where_its_last_slot_ends(socket_pair):
     result, _ = receive_while(rx, lambda: _fast.send_datagrams(
         tx.fileno(), _fast.ENGINE_SEND, 64, SESSION, 0, 5.0, 1000.0, max_count=100))
     assert result["sent"] == 100
-    assert result["elapsed_ns"] / 1e9 == pytest.approx(0.100, abs=0.02)
+    assert 100_000_000 <= result["elapsed_ns"] < 130_000_000  # never 99 ms: the last slot is waited out
 
 
 def test_gap_histogram_percentiles_are_within_its_resolution():

@@ -123,9 +123,9 @@ def test_a_killed_client_frees_its_session_at_once(procs, wait_for):
     assert wait_for(session_started(server), 30), server.err
     blaster.popen.send_signal(signal.SIGKILL)
     start = time.monotonic()
-    client = connect_when_free(port, 15)
+    client = connect_when_free(port, 5)
     assert client is not None, "the killed client's session still holds the only slot"
-    assert time.monotonic() - start < 15  # far below its 60 s duration + 60 s grace
+    assert time.monotonic() - start < 5  # at once: far below its 60 s duration + 60 s grace
     with client:
         row = client.blast(200, 0.1, 1e6)
     assert row["sent"] > 0 and row["received"] == row["sent"]
@@ -192,7 +192,8 @@ def test_ctrl_c_in_a_sweep_saves_the_finished_rows(procs, tmp_path, wait_for):
         assert [r["size"] for r in rows] == [64, 128]
         assert not rows[0].get("interrupted") and rows[1]["interrupted"]
         assert rows[0]["received"] == rows[0]["sent"] > 0
-        assert 0 < rows[1]["sent"] < rows[0]["sent"] * 2 / 2.5 * 1.2  # cut short of its 2 s
+        # cut short of its 2 s: 128-byte datagrams at 2 Mbit/s would be 3906 in a whole row
+        assert rows[1]["duration_s"] < 1.5 and 0 < rows[1]["sent"] < 0.75 * 2e6 / (8 * 128) * 2
         assert "interrupted" in meta
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 

@@ -298,7 +298,8 @@ def test_closed_port_counts_icmp_refusals():
         sock.connect(addr)
         est = RtoEstimator(initial=0.02, minimum=0.02, maximum=0.04)
         r = Pinger(sock, 1, 64, est).run(count=3, interval=0.001, deadline=10)
-    assert r["verdict"] == "down" and r["refused"] >= 1
+    assert r["verdict"] == "down" and r["received"] == 0 and r["sent"] == ping.DOWN_AFTER
+    assert r["refused"] == r["transmissions"]  # every try met the closed port's ICMP refusal
 
 
 def test_deadline_bounds_the_run():
