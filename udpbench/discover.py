@@ -321,7 +321,6 @@ def add_parser(commands) -> None:
     p.set_defaults(func=run)
 
 
-
 def run(args) -> int:
     result = discover(args.broadcast, args.port, args.timeout, interface=args.interface)
     if args.json:

@@ -48,8 +48,6 @@ COMMON_MTUS = (1500, 1280, 9000, 1492, 4470, 1480, 1476, 1472, 1460, 1450, 1440,
 PLATEAUS = (65535, 32000, 17914, 8166, 4352, 2002, 1492, 1280, 1006, 508, 296, 68)
 
 
-
-
 def floor_mtu(v6: bool) -> int:
     """The smallest MTU a path may have: 1280 for IPv6 (RFC 8200), 68 for IPv4 (RFC 791)."""
     return frag.MIN_MTU_IPV6 if v6 else frag.MIN_MTU_IPV4
@@ -283,9 +281,7 @@ class Prober:
         for _ in range(256):
             try:
                 data, ancillary, _flags, _addr = self.sock.recvmsg(512, 512, sockopts.MSG_ERRQUEUE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
+            except OSError:  # drained (BlockingIOError) or gone
                 break
             for level, kind, cdata in ancillary:
                 if (level, kind) not in ((sockopts.SOL_IP, sockopts.IP_RECVERR),
@@ -309,7 +305,7 @@ class Prober:
         for _ in range(1024):
             try:
                 data = self.sock.recv(256)
-            except (BlockingIOError, InterruptedError):
+            except BlockingIOError:
                 break
             except OSError:
                 # a pending ICMP error surfaced on recv; the error queue holds it
@@ -357,10 +353,7 @@ class Prober:
             left = deadline - time.monotonic()
             if left <= 0:
                 return [], []
-            try:
-                events = self.poller.poll(max(1, int(left * 1000 + 0.999)))
-            except InterruptedError:
-                continue
+            events = self.poller.poll(max(1, int(left * 1000 + 0.999)))  # EINTR retried (PEP 475)
             if not events:
                 continue
             mask = events[0][1]
@@ -837,11 +830,6 @@ def sweep_path_mtu(client, loopback: bool, timeout: float | None = None) -> dict
 # --- command line ---------------------------------------------------------------------------
 
 
-
-
-IP_PACKET_SIZE = whole_number_between("size", 68, MAX_PACKET[6], "bytes (IP packet sizes)")
-
-
 def add_parser(commands) -> None:
     from .server import DEFAULT_PORT
 
@@ -861,9 +849,11 @@ def add_parser(commands) -> None:
     p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                    help=f"the udpbench server's port; with no server there, the ICMP method's target "
                         f"port, which should be closed (default {DEFAULT_PORT})")
-    p.add_argument("--min", dest="min_mtu", type=IP_PACKET_SIZE, metavar="B",
+    p.add_argument("--min", dest="min_mtu", type=whole_number_between("--min", 68, MAX_PACKET[6], "bytes (IP packet sizes)"),
+                   metavar="B",
                    help="smallest MTU to consider (default 68 for IPv4, 1280 for IPv6)")
-    p.add_argument("--max", dest="max_mtu", type=IP_PACKET_SIZE, metavar="B",
+    p.add_argument("--max", dest="max_mtu", type=whole_number_between("--max", 68, MAX_PACKET[6], "bytes (IP packet sizes)"),
+                   metavar="B",
                    help="largest MTU to consider (default: the outgoing interface's MTU)")
     p.add_argument("--timeout", type=seconds_between("--timeout", 0.001, 10), metavar="S",
                    help="fixed probe timer in seconds (default adaptive: 1 s until the first answer, "

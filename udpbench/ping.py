@@ -406,6 +406,10 @@ def ping(host: str, port: int = DEFAULT_PORT, family: int | None = None, count: 
     being fragmented.
     """
     check_count(count)
+    try:
+        wire.check_size(size, v6=True)  # before connecting: the IPv4 limit is checked once resolved
+    except wire.WireError as exc:
+        raise UserError(str(exc)) from None
     estimator = estimator or RtoEstimator()
     if deadline is None:
         deadline = default_deadline(count, interval, estimator.maximum)
@@ -445,7 +449,6 @@ def check_count(count: int) -> None:
 def default_deadline(count: int, interval: float, rto_max: float = RTO_MAX_S) -> float:
     """Time for every request at its interval plus room for a few backoffs, at most an hour."""
     return min(count * interval + 5 * rto_max, MAX_DURATION_S)
-
 
 
 def add_parser(commands) -> None:
