@@ -1,6 +1,7 @@
 """udpbench ping: RFC 6298 timeouts, backoff, request ids, stale/duplicate replies, serve --drop."""
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import socket
@@ -276,11 +277,18 @@ def test_stale_duplicate_and_foreign_replies_are_never_taken():
     assert len({wire.parse(d).tx_ns for d in fake.seen}) == len(fake.seen)
 
 
-def test_silent_server_gives_the_down_verdict():
+@contextlib.contextmanager
+def silent_peer():
+    """A UDP socket connected to a loopback peer that never answers."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         silent.bind(("127.0.0.1", 0))
         sock.connect(silent.getsockname())
+        yield sock
+
+
+def test_silent_server_gives_the_down_verdict():
+    with silent_peer() as sock:
         est = RtoEstimator(initial=0.02, minimum=0.02, maximum=0.08)
         r = Pinger(sock, 1, 64, est).run(count=5, interval=0.001, deadline=20)
     assert r["verdict"] == "down"
@@ -303,10 +311,7 @@ def test_closed_port_counts_icmp_refusals():
 
 
 def test_deadline_bounds_the_run():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        silent.bind(("127.0.0.1", 0))
-        sock.connect(silent.getsockname())
+    with silent_peer() as sock:
         est = RtoEstimator(initial=1.0, minimum=0.02, maximum=2.0)
         started = time.monotonic()
         r = Pinger(sock, 1, 64, est).run(count=100, interval=0.01, deadline=0.3)
