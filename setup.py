@@ -1,4 +1,4 @@
-"""Builds udpbench._fast, the Cython core. Metadata lives in pyproject.toml."""
+"""Builds udpbench.engine._fast, the Cython core. Metadata lives in pyproject.toml."""
 import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -24,8 +24,8 @@ class build_ext_also_in_tree(build_ext):
 
 extensions = [
     Extension(
-        "udpbench._fast",
-        ["udpbench/_fast.pyx"],
+        "udpbench.engine._fast",
+        ["udpbench/engine/_fast.pyx"],
         include_dirs=[numpy.get_include()],
         define_macros=[("_GNU_SOURCE", "1"), ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O2"],

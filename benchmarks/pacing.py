@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from udpbench import results  # noqa: E402
-from udpbench.client import connect  # noqa: E402
-from udpbench.units import format_rate, parse_rate  # noqa: E402
+from udpbench.transport.client import connect  # noqa: E402
+from udpbench.protocol.units import format_rate, parse_rate  # noqa: E402
 
 DEFAULT_RATES = "1M,10M,100M,1G,5G,10G,20G,50G"
 

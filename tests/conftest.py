@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from udpbench.lab import Lab
-from udpbench.server import Server
+from udpbench.lab.lab import Lab
+from udpbench.transport.server import Server
 
 SCRIPTS = Path(__file__).parent / "netns"
 LAB_MTU = 1400
@@ -79,7 +79,7 @@ class RawControl:
 
     @staticmethod
     def assert_still_serving(server) -> None:
-        from udpbench.client import Client
+        from udpbench.transport.client import Client
 
         with Client("127.0.0.1", server.port) as client:
             row = client.blast(100, 0.2, 10e6)

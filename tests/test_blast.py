@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from udpbench.client import Client, connect
+from udpbench.transport.client import Client, connect
 
 
 def test_moderate_rate_blast_is_counted_exactly(loopback_server):

@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from udpbench import client, cli, results
+from udpbench.transport import client
+from udpbench import cli
+from udpbench.output import results
 
 
 def run_cli(*argv, timeout=60):

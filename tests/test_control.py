@@ -4,9 +4,9 @@ import threading
 
 import pytest
 
-from udpbench import control
-from udpbench.client import Client
-from udpbench.server import Server
+from udpbench.protocol import control
+from udpbench.transport.client import Client
+from udpbench.transport.server import Server
 
 
 def test_frame_round_trip():

@@ -11,9 +11,11 @@ import time
 
 import pytest
 
-from udpbench import discover, server as server_mod, wire
+from udpbench.transport import discover
+from udpbench.transport import server as server_mod
+from udpbench.protocol import wire
 from udpbench.cli import main
-from udpbench.server import Server
+from udpbench.transport.server import Server
 
 LOOPBACK_BROADCAST = "127.255.255.255"
 

@@ -16,11 +16,14 @@ import threading
 
 import pytest
 
-from udpbench import _fast, engines, sockopts, wire
-from udpbench.client import Client
-from udpbench.server import Server, enable_receive_options, set_receive_buffer
-from udpbench.stats import CAUSES
-from udpbench.streams import blast_streams, combine
+from udpbench.engine import _fast
+from udpbench.engine import choice as engines
+from udpbench.linux import sockopts
+from udpbench.protocol import wire
+from udpbench.transport.client import Client
+from udpbench.transport.server import Server, enable_receive_options, set_receive_buffer
+from udpbench.protocol.loss import CAUSES
+from udpbench.transport.streams import blast_streams, combine
 
 SESSION = 0x0123456789ABCDEF
 
@@ -237,7 +240,7 @@ def test_loss_causes_of_streams_are_attributed_once_over_the_summed_loss(loopbac
 
 
 def test_a_failing_stream_still_stops_every_other_stream(loopback_server, monkeypatch, wait_for):
-    from udpbench import client as client_module
+    from udpbench.transport import client as client_module
     from udpbench.errors import MeasurementError
 
     real_finish = client_module.Flow.finish

@@ -18,11 +18,12 @@ from pathlib import Path
 import pytest
 
 import udpbench
-from udpbench import control, results
-from udpbench.client import Client
+from udpbench.protocol import control
+from udpbench.output import results
+from udpbench.transport.client import Client
 from udpbench.errors import MeasurementError
-from udpbench.server import Server
-from udpbench.sweep import run_sweep
+from udpbench.transport.server import Server
+from udpbench.measure.sweep import run_sweep
 
 REPO = Path(udpbench.__file__).resolve().parent.parent
 ENV = {k: v for k, v in os.environ.items() if k != control.TOKEN_ENV}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from udpbench import frag, wire
+from udpbench.protocol import frag
+from udpbench.protocol import wire
 
 MTUS = [576, 1280, 1337, 1400, 1492, 1500, 9000]
 

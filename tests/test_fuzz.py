@@ -25,10 +25,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import udpbench
-from udpbench import _fast, cli, control, report, results, wire
-from udpbench.client import Client, make_row
+from udpbench.engine import _fast
+from udpbench import cli
+from udpbench.protocol import control
+from udpbench.output import report
+from udpbench.output import results
+from udpbench.protocol import wire
+from udpbench.transport.client import Client, make_row
 from udpbench.errors import MeasurementError, UserError
-from udpbench.server import Server
+from udpbench.transport.server import Server
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 TOKEN = "fuzz-token"
@@ -398,9 +403,9 @@ def test_cli_returns_0_1_or_2_and_never_raises(cli_workdir, argv):
     out, err = io.StringIO(), io.StringIO()
     cwd = os.getcwd()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("udpbench.blast.connect", fake_connect)
-        mp.setattr("udpbench.sweep.connect", fake_connect)
-        mp.setattr("udpbench.mtu.sweep_path_mtu", _fake_path_mtu)
+        mp.setattr("udpbench.cli.blast.connect", fake_connect)
+        mp.setattr("udpbench.measure.sweep.connect", fake_connect)
+        mp.setattr("udpbench.transport.mtu.sweep_path_mtu", _fake_path_mtu)
         mp.setattr(Server, "serve_forever", lambda self: self.close())  # serve binds, then stops
         mp.delenv(control.TOKEN_ENV, raising=False)
         os.chdir(cli_workdir)

@@ -16,10 +16,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from udpbench import cli, control, results, sweep, wire
-from udpbench.client import Client
+from udpbench import cli
+from udpbench.protocol import control
+from udpbench.output import results
+from udpbench.measure import sweep
+from udpbench.protocol import wire
+from udpbench.transport.client import Client
 from udpbench.errors import MeasurementError, UserError
-from udpbench.server import Server
+from udpbench.transport.server import Server
 
 TOKEN = "correct horse battery staple"
 
@@ -213,7 +217,7 @@ def test_client_with_token_and_server_without_goes_on_and_says_so(make_server, c
 
 
 def test_embedded_server_shares_the_clients_token(monkeypatch):
-    from udpbench.client import connect
+    from udpbench.transport.client import connect
 
     monkeypatch.setenv(control.TOKEN_ENV, TOKEN)
     free = socket.socket()
@@ -624,7 +628,7 @@ def test_show_in_a_real_process_prints_no_traceback(tmp_path):
 
 def test_a_peer_dribbling_a_frame_cannot_hold_a_session_slot(make_server, monkeypatch, wait_for):
     """The handshake timeout bounds a whole frame, not each byte of it (slowloris)."""
-    import udpbench.server as server_module
+    import udpbench.transport.server as server_module
 
     monkeypatch.setattr(server_module, "HANDSHAKE_TIMEOUT_S", 0.5)
     server = make_server(max_sessions=1)

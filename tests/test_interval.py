@@ -7,9 +7,10 @@ import sys
 
 import pytest
 
-from udpbench import cli, control
-from udpbench.client import Client
-from udpbench.interval import IntervalReports, merge_tx
+from udpbench import cli
+from udpbench.protocol import control
+from udpbench.transport.client import Client
+from udpbench.transport.interval import IntervalReports, merge_tx
 
 
 

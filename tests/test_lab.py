@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 import udpbench
-from udpbench import cli, lab as labmod
+from udpbench import cli
+from udpbench.lab import lab as labmod
 from udpbench.errors import UserError
-from udpbench.lab import Impairments, Lab, parse_rate
+from udpbench.lab.lab import Impairments, Lab, parse_rate
 
 PORT = 47000
 V4_V6 = pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])

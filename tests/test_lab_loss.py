@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from udpbench import frag
+from udpbench.protocol import frag
 
 pytestmark = pytest.mark.lab
 

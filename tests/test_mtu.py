@@ -13,9 +13,11 @@ import time
 
 import pytest
 
-from udpbench import cli, mtu, sockopts
-from udpbench.client import Client
-from udpbench.server import Server
+from udpbench import cli
+from udpbench.transport import mtu
+from udpbench.linux import sockopts
+from udpbench.transport.client import Client
+from udpbench.transport.server import Server
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -324,7 +326,7 @@ def test_bad_input_is_one_line_and_exit_2(argv, words, capsys):
 
 
 def test_echo_method_with_no_server_at_a_remote_host_is_a_user_error(monkeypatch, capsys):
-    from udpbench import client as client_module
+    from udpbench.transport import client as client_module
     monkeypatch.setattr(client_module, "is_loopback", lambda address: False)  # no embedded server
     code = cli.main(["mtu", "127.0.0.1", "--port", str(free_udp_port()), "--method", "echo"])
     err = capsys.readouterr().err.strip()

@@ -1,6 +1,6 @@
 """Several hosts in one sweep: one file, one host per row, each host's path MTU in meta."""
-from udpbench import results
-from udpbench.sweep import run_sweep
+from udpbench.output import results
+from udpbench.measure.sweep import run_sweep
 
 
 def test_two_hosts_in_one_file(tmp_path):

@@ -11,10 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from udpbench import control, ping, wire
+from udpbench.protocol import control
+from udpbench.transport import ping
+from udpbench.protocol import wire
 from udpbench.cli import main
-from udpbench.ping import Pinger, RtoEstimator
-from udpbench.server import EchoCounts, Server
+from udpbench.transport.ping import Pinger, RtoEstimator
+from udpbench.transport.server import EchoCounts, Server
 
 
 @pytest.fixture
@@ -374,7 +376,7 @@ def test_replies_leave_from_the_address_the_request_went_to():
 
 def test_echo_session_lives_as_long_as_the_client_said(monkeypatch):
     """START echo carries duration_s: the server waits that long (plus grace) for STOP."""
-    from udpbench import server as server_mod
+    from udpbench.transport import server as server_mod
 
     monkeypatch.setattr(server_mod, "SESSION_GRACE_S", 0.1)
     with Server("127.0.0.1", 0) as server, socket.create_connection(("127.0.0.1", server.port), timeout=5) as tcp:

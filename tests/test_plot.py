@@ -6,8 +6,11 @@ import time
 
 import pytest
 
-from udpbench import cli, frag, plot, results
-from udpbench.sweep import run_sweep
+from udpbench import cli
+from udpbench.protocol import frag
+from udpbench.output import plot
+from udpbench.output import results
+from udpbench.measure.sweep import run_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -4,7 +4,8 @@ import threading
 
 import pytest
 
-from udpbench import _fast, wire
+from udpbench.engine import _fast
+from udpbench.protocol import wire
 
 SESSION = 0xFEEDFACECAFEBEEF
 

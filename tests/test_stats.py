@@ -1,8 +1,8 @@
 """Loss attribution: causes in order, capped, never negative, always summing to the loss."""
 import pytest
 
-from udpbench.client import Client
-from udpbench.stats import CAUSES, attribute_loss
+from udpbench.transport.client import Client
+from udpbench.protocol.loss import CAUSES, attribute_loss
 
 
 @pytest.mark.parametrize("kw, expected", [

@@ -1,7 +1,8 @@
 """The datagram header: golden bytes, and the Cython core writing exactly what wire.py defines."""
 import pytest
 
-from udpbench import _fast, wire
+from udpbench.engine import _fast
+from udpbench.protocol import wire
 
 # magic "UDPB" | version 1 | kind DATA | flags 0x0102 | session | seq | tx_ns
 GOLDEN = bytes.fromhex(

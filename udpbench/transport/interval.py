@@ -22,8 +22,8 @@ import queue
 import threading
 import time
 
-from .errors import MeasurementError
-from .units import format_count, format_rate
+from udpbench.errors import MeasurementError
+from udpbench.protocol.units import format_count, format_rate
 
 # The first snapshot of a session: nothing received, no sequence number seen.
 _NOTHING = {"received": 0, "highest_seq": -1, "duplicates": 0, "reordered": 0, "socket_drops": 0}

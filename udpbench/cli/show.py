@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from . import results
-from .report import print_table
+from udpbench.output import results
+from udpbench.output.report import print_table
 
 
 def add_parser(commands) -> None:

@@ -6,7 +6,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from .units import format_count, format_rate
+from udpbench.protocol.units import format_count, format_rate
 
 # (heading, row key, format)
 COLUMNS = [

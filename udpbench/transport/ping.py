@@ -27,11 +27,13 @@ import struct
 import sys
 import time
 
-from . import control, sockopts, wire
-from .client import Client, format_hostport
-from .errors import MeasurementError, UserError, errno_name
-from .server import DEFAULT_PORT, MAX_DURATION_S
-from .units import port_number, seconds_between
+from udpbench.protocol import control
+from udpbench.linux import sockopts
+from udpbench.protocol import wire
+from udpbench.transport.client import Client, format_hostport
+from udpbench.errors import MeasurementError, UserError, errno_name
+from udpbench.transport.server import DEFAULT_PORT, MAX_DURATION_S
+from udpbench.protocol.units import port_number, seconds_between
 
 DEFAULT_COUNT = 5
 DEFAULT_SIZE = 64

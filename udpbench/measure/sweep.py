@@ -9,15 +9,20 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__, control, frag, plot, results, wire
-from . import mtu as path_mtu
-from .client import DEFAULT_LAN_RATE_BPS, connect, is_loopback
-from .engines import CHOICES as ENGINE_CHOICES
-from .errors import MeasurementError, UserError
-from .report import print_table
-from .server import DEFAULT_PORT
-from .streams import blast_streams
-from .units import parse_rate, parse_sizes, port_number, positive_seconds, whole_number_between
+from udpbench._version import __version__
+from udpbench.protocol import control
+from udpbench.protocol import frag
+from udpbench.output import plot
+from udpbench.output import results
+from udpbench.protocol import wire
+from udpbench.transport import mtu as path_mtu
+from udpbench.transport.client import DEFAULT_LAN_RATE_BPS, connect, is_loopback
+from udpbench.engine.choice import CHOICES as ENGINE_CHOICES
+from udpbench.errors import MeasurementError, UserError
+from udpbench.output.report import print_table
+from udpbench.transport.server import DEFAULT_PORT
+from udpbench.transport.streams import blast_streams
+from udpbench.protocol.units import parse_rate, parse_sizes, port_number, positive_seconds, whole_number_between
 
 # Loopback's MTU (65536) fragments nothing at Ethernet sizes; a loopback-only sweep is planned
 # around Ethernet's 1500 so its rows line up with a LAN's (that contrast is the point).

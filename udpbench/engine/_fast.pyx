@@ -13,7 +13,7 @@ from cpython.exc cimport PyErr_CheckSignals
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport malloc, calloc, free
 
-from udpbench._system cimport *
+from udpbench.engine._system cimport *
 
 # Header layout: see udpbench/wire.py
 cdef enum:

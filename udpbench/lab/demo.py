@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .lab import Lab
+from udpbench.lab.lab import Lab
 
 DEMO_PREFIX = "ubdemo"
 

@@ -21,8 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import frag, results, wire
-from .errors import UserError
+from udpbench.protocol import frag
+from udpbench.output import results
+from udpbench.protocol import wire
+from udpbench.errors import UserError
 
 CAUSES = (  # (row key, legend label, colour): the order they stack in, bottom up
     ("loss_network", "network", "#8c8c8c"),

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
-from .errors import MeasurementError, UserError
+from udpbench._version import __version__
+from udpbench.errors import MeasurementError, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,7 +19,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"udpbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     # Each module owns its command: arguments and a run(args) -> int.
-    from . import blast, discover, lab, mtu, ping, plot, server, show, sweep
+    from udpbench.cli import blast
+    from udpbench.transport import discover
+    from udpbench.lab import lab
+    from udpbench.transport import mtu
+    from udpbench.transport import ping
+    from udpbench.output import plot
+    from udpbench.transport import server
+    from udpbench.cli import show
+    from udpbench.measure import sweep
     for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab):
         module.add_parser(commands)
     return parser

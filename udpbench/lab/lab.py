@@ -25,8 +25,8 @@ import sys
 import time
 from typing import Any
 
-from . import units
-from .errors import UserError
+from udpbench.protocol import units
+from udpbench.errors import UserError
 
 NODES = ("client", "router", "server")
 DEFAULT_PREFIX = "ub"
@@ -648,7 +648,7 @@ def add_parser(commands):
     down = actions.add_parser("down", parents=[prefix], help="remove the lab (idempotent)")
     down.set_defaults(lab_func=_run_down)
 
-    from . import demo  # the demo builds its own lab (prefix ubdemo)
+    from udpbench.lab import demo  # the demo builds its own lab (prefix ubdemo)
     demo.add_action(actions, parents=[])
     parser.set_defaults(func=run)
 

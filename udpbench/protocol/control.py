@@ -33,7 +33,7 @@ import socket
 import struct
 import time
 
-from .errors import UserError
+from udpbench.errors import UserError
 
 PROTOCOL_VERSION = 1
 MAX_FRAME = 64 * 1024

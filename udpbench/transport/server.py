@@ -24,11 +24,16 @@ import sys
 import threading
 import time
 
-from . import __version__, control, discover, kernel, sockopts, wire
-from ._fast import Receiver
-from .control import PeerError, ProtocolError, ServerState
-from .errors import UserError
-from .units import format_rate, parse_rate, positive_seconds, whole_number_between
+from udpbench._version import __version__
+from udpbench.protocol import control
+from udpbench.transport import discover
+from udpbench.linux import counters as kernel
+from udpbench.linux import sockopts
+from udpbench.protocol import wire
+from udpbench.engine._fast import Receiver
+from udpbench.protocol.control import PeerError, ProtocolError, ServerState
+from udpbench.errors import UserError
+from udpbench.protocol.units import format_rate, parse_rate, positive_seconds, whole_number_between
 
 DEFAULT_PORT = 1060
 DEFAULT_RCVBUF = 8 << 20  # ask for 8 MiB so a fast sender is not cut short by the socket

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import json
 
-from . import control, results, wire
-from .client import connect
-from .errors import UserError
-from .interval import HEADER, format_interval
-from .report import blast_summary
-from .streams import blast_streams
-from .sweep import add_common_arguments, default_rate
-from .units import format_count, format_rate, positive_seconds
+from udpbench.protocol import control
+from udpbench.output import results
+from udpbench.protocol import wire
+from udpbench.transport.client import connect
+from udpbench.errors import UserError
+from udpbench.transport.interval import HEADER, format_interval
+from udpbench.output.report import blast_summary
+from udpbench.transport.streams import blast_streams
+from udpbench.measure.sweep import add_common_arguments, default_rate
+from udpbench.protocol.units import format_count, format_rate, positive_seconds
 
 
 def add_parser(commands) -> None:

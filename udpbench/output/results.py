@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from udpbench.errors import UserError
 
 SCHEMA = "udpbench.sweep"
 SCHEMA_VERSION = 1

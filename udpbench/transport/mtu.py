@@ -24,9 +24,12 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from . import control, frag, sockopts, wire
-from .errors import MeasurementError, UserError, errno_name
-from .units import port_number, seconds_between, whole_number_between
+from udpbench.protocol import control
+from udpbench.protocol import frag
+from udpbench.linux import sockopts
+from udpbench.protocol import wire
+from udpbench.errors import MeasurementError, UserError, errno_name
+from udpbench.protocol.units import port_number, seconds_between, whole_number_between
 
 METHODS = ("icmp", "echo", "both")
 MAX_PROBES = 3  # RFC 8899 MAX_PROBES: tries per size before it counts as too big
@@ -680,8 +683,8 @@ def _limits(v6: bool, route: Route, opts: Options, fallback_mtu: int | None) -> 
 def discover(host: str, opts: Options, client=None) -> dict:
     """Find the path MTU to ``host``. With ``client`` (an open udpbench Client), probe through
     it; otherwise connect (an embedded server for a loopback host when the echo method needs one)."""
-    from .client import Client, ServerAbsent, connect, resolve
-    from .server import DEFAULT_PORT
+    from udpbench.transport.client import Client, ServerAbsent, connect, resolve
+    from udpbench.transport.server import DEFAULT_PORT
 
     port = opts.port or DEFAULT_PORT
     started = time.monotonic()
@@ -831,7 +834,7 @@ def sweep_path_mtu(client, loopback: bool, timeout: float | None = None) -> dict
 
 
 def add_parser(commands) -> None:
-    from .server import DEFAULT_PORT
+    from udpbench.transport.server import DEFAULT_PORT
 
     p = commands.add_parser(
         "mtu", help="find the path MTU: by ICMP (like tracepath) and by echo probing a udpbench server",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from . import wire
+from udpbench.protocol import wire
 
 IPV4_HEADER = 20
 IPV6_HEADER = 40

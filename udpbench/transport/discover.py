@@ -22,9 +22,12 @@ import threading
 import time
 from typing import NamedTuple
 
-from . import __version__, control, sockopts, wire
-from .errors import MeasurementError, UserError
-from .units import port_number, seconds_between
+from udpbench._version import __version__
+from udpbench.protocol import control
+from udpbench.linux import sockopts
+from udpbench.protocol import wire
+from udpbench.errors import MeasurementError, UserError
+from udpbench.protocol.units import port_number, seconds_between
 
 DEFAULT_PORT = 1060  # the server's (server.DEFAULT_PORT; not imported: server imports this module)
 DEFAULT_BROADCAST = "127.255.255.255"  # loopback's broadcast address: every server on this machine

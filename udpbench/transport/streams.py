@@ -10,9 +10,12 @@ from __future__ import annotations
 import statistics
 import threading
 
-from . import _fast, frag, kernel, stats
-from .client import Client
-from .errors import UserError
+from udpbench.engine import _fast
+from udpbench.protocol import frag
+from udpbench.linux import counters as kernel
+from udpbench.protocol import loss as stats
+from udpbench.transport.client import Client
+from udpbench.errors import UserError
 
 # Counts that add up over streams; the rest is recomputed or taken as the worst stream's.
 # The loss causes are not summed: the kernel counters behind them cover the namespace, so every

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import re
 
-from .errors import UserError
+from udpbench.errors import UserError
 
 _SUFFIX = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 # Case matters in the unit: a capital B means bytes, and udpbench rates are bits per second.

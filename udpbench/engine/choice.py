@@ -21,8 +21,10 @@ import errno
 import socket
 from dataclasses import dataclass
 
-from . import _fast, frag, sockopts
-from .errors import UserError, errno_name
+from udpbench.engine import _fast
+from udpbench.protocol import frag
+from udpbench.linux import sockopts
+from udpbench.errors import UserError, errno_name
 
 ENGINES = {"send": _fast.ENGINE_SEND, "mmsg": _fast.ENGINE_MMSG, "gso": _fast.ENGINE_GSO}
 CHOICES = ("auto", *ENGINES)

@@ -9,13 +9,21 @@ import socket
 import sys
 import time
 
-from . import __version__, _fast, control, engines, frag, kernel, sockopts, stats, wire
-from .control import PeerClosed, PeerError, ProtocolError
-from .errors import MeasurementError, UserError, errno_name
-from .interval import IntervalReports
-from .server import DEFAULT_PORT, Server
-from .sockopts import format_hostport, is_loopback
-from .units import format_rate
+from udpbench._version import __version__
+from udpbench.engine import _fast
+from udpbench.protocol import control
+from udpbench.engine import choice as engines
+from udpbench.protocol import frag
+from udpbench.linux import counters as kernel
+from udpbench.linux import sockopts
+from udpbench.protocol import loss as stats
+from udpbench.protocol import wire
+from udpbench.protocol.control import PeerClosed, PeerError, ProtocolError
+from udpbench.errors import MeasurementError, UserError, errno_name
+from udpbench.transport.interval import IntervalReports
+from udpbench.transport.server import DEFAULT_PORT, Server
+from udpbench.linux.sockopts import format_hostport, is_loopback
+from udpbench.protocol.units import format_rate
 
 CONNECT_TIMEOUT_S = 3.0
 REPORT_TIMEOUT_S = 10.0  # the server drains for at most 2 s; the rest is slack for a loaded host

@@ -1,0 +1,1 @@
+"""The network-namespace lab (root only) and its demo."""

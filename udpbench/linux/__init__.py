@@ -1,0 +1,1 @@
+"""What the Linux kernel offers and tells: socket options, netlink, /proc counters."""

@@ -1,0 +1,1 @@
+"""Result files, text tables and plots."""
