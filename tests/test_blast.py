@@ -4,7 +4,8 @@ import threading
 
 import pytest
 
-from udpbench.transport.client import Client, connect
+from udpbench.measure.embedded import connect
+from udpbench.transport.client import Client
 
 
 def test_moderate_rate_blast_is_counted_exactly(loopback_server):

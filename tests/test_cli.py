@@ -7,7 +7,6 @@ import sys
 import numpy as np
 import pytest
 
-from udpbench.transport import client
 from udpbench import cli
 from udpbench.output import results
 
@@ -88,7 +87,8 @@ def test_bad_input_is_one_line_and_exit_2(argv, words):
 
 def test_no_server_at_a_remote_host_is_one_line_naming_host_and_port(monkeypatch, capsys):
     # Nothing listens on 127.0.0.1:9; treat it as a remote host so no embedded server starts.
-    monkeypatch.setattr(client, "is_loopback", lambda address: False)
+    from udpbench.measure import embedded
+    monkeypatch.setattr(embedded, "is_loopback", lambda address: False)
     code = cli.main(["blast", "127.0.0.1", "--port", "9"])
     err = capsys.readouterr().err.strip()
     assert code == 2

@@ -326,8 +326,8 @@ def test_bad_input_is_one_line_and_exit_2(argv, words, capsys):
 
 
 def test_echo_method_with_no_server_at_a_remote_host_is_a_user_error(monkeypatch, capsys):
-    from udpbench.transport import client as client_module
-    monkeypatch.setattr(client_module, "is_loopback", lambda address: False)  # no embedded server
+    from udpbench.measure import embedded
+    monkeypatch.setattr(embedded, "is_loopback", lambda address: False)  # no embedded server
     code = cli.main(["mtu", "127.0.0.1", "--port", str(free_udp_port()), "--method", "echo"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "udpbench serve" in err and err.count("\n") == 0

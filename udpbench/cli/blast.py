@@ -6,7 +6,7 @@ import json
 from udpbench.protocol import control
 from udpbench.output import results
 from udpbench.protocol import wire
-from udpbench.transport.client import connect
+from udpbench.measure.embedded import connect
 from udpbench.errors import UserError
 from udpbench.transport.interval import HEADER, format_interval
 from udpbench.output.report import blast_summary

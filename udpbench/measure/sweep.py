@@ -16,7 +16,9 @@ from udpbench.output import plot
 from udpbench.output import results
 from udpbench.protocol import wire
 from udpbench.transport import mtu as path_mtu
-from udpbench.transport.client import DEFAULT_LAN_RATE_BPS, connect, is_loopback
+from udpbench.measure.embedded import connect
+from udpbench.linux.sockopts import is_loopback
+from udpbench.transport.client import DEFAULT_LAN_RATE_BPS
 from udpbench.engine.choice import CHOICES as ENGINE_CHOICES
 from udpbench.errors import MeasurementError, UserError
 from udpbench.output.report import print_table

@@ -21,8 +21,8 @@ from udpbench.protocol import wire
 from udpbench.protocol.control import PeerClosed, PeerError, ProtocolError
 from udpbench.errors import MeasurementError, UserError, errno_name
 from udpbench.transport.interval import IntervalReports
-from udpbench.transport.server import DEFAULT_PORT, Server
-from udpbench.linux.sockopts import format_hostport, is_loopback
+from udpbench.transport.server import DEFAULT_PORT
+from udpbench.linux.sockopts import format_hostport
 from udpbench.protocol.units import format_rate
 
 CONNECT_TIMEOUT_S = 3.0
@@ -389,37 +389,6 @@ def _nothing_sent(fd: int, size: int, session: int, err: int | None = None) -> d
         tx["errors"] = {err: 1}
         tx["syscalls"] = 1
     return tx
-
-
-@contextlib.contextmanager
-def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embedded: bool = True,
-            token: str | None = None):
-    """A Client for ``host``; for a loopback host with no server listening, an embedded one.
-
-    The embedded server listens on a free port of the same loopback address, holds the same
-    token as the client (so the handshake is the one a real server runs) and is closed when
-    the block ends. ``token`` as for ``Client``.
-    """
-    token = control.resolve_token() if token is None else token
-    try:
-        client = Client(host, port, family, token=token or "")
-        server = None
-    except ServerAbsent:
-        fam, addr = resolve(host, port, family)
-        if not (embedded and is_loopback(addr[0])):
-            raise
-        server = Server(addr[0], 0, token=token or None).start()
-        try:
-            client = Client(addr[0], server.port, fam, token=token or "")
-        except BaseException:
-            server.close()
-            raise
-    try:
-        yield client
-    finally:
-        client.close()
-        if server is not None:
-            server.close()
 
 
 def make_row(client: Client, size: int, engine: "engines.Choice | str", duration: float,

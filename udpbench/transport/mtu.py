@@ -683,7 +683,8 @@ def _limits(v6: bool, route: Route, opts: Options, fallback_mtu: int | None) -> 
 def discover(host: str, opts: Options, client=None) -> dict:
     """Find the path MTU to ``host``. With ``client`` (an open udpbench Client), probe through
     it; otherwise connect (an embedded server for a loopback host when the echo method needs one)."""
-    from udpbench.transport.client import Client, ServerAbsent, connect, resolve
+    from udpbench.measure.embedded import connect
+    from udpbench.transport.client import Client, ServerAbsent, resolve
     from udpbench.transport.server import DEFAULT_PORT
 
     port = opts.port or DEFAULT_PORT
