@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
 from typing import NamedTuple
 
 from udpbench.protocol.discovery import LIMITED_BROADCAST, subnet_broadcast
@@ -103,3 +104,22 @@ def broadcast_targets(bind: str) -> tuple[InterfaceAddress, list[str]] | None:
     targets = [entry.broadcast] if entry.broadcast else []
     targets.append(LIMITED_BROADCAST)
     return entry, targets
+
+
+def join_group_v6(sock: socket.socket, group: str, links: list[Interface] | None = None) -> list[str]:
+    """Join an IPv6 multicast group on every up interface that does multicast; their names.
+
+    A link-local group is joined per interface (RFC 4291 section 2.7). An interface the kernel
+    refuses (no IPv6 on it) is left out; interfaces that appear later are not joined.
+    """
+    joined = []
+    for link in interfaces() if links is None else links:
+        if not (link.up and link.multicast):
+            continue
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP,
+                            socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", link.index))
+        except OSError:
+            continue
+        joined.append(link.name)
+    return joined

@@ -341,8 +341,14 @@ class Server:
                     hint = " (no interface here has that address; `ip addr` lists them)"
                 raise UserError(f"cannot listen on {where} port {port}: {exc.strerror}{hint}") from None
         self.bind = bind
+        # Interfaces whose IPv6 link-local discovery group the wildcard listener joined.
+        self.discovery_group_interfaces: list[str] = []
         if bind not in (None, "", "*"):
             self._listen_for_discovery(self.listeners[0][1])
+        else:
+            for _, udp in self.listeners:
+                if udp.family == socket.AF_INET6:
+                    self.discovery_group_interfaces = interfaces.join_group_v6(udp, discovery.MULTICAST_GROUP_V6)
 
     def _listen_for_discovery(self, reply_sock: socket.socket) -> None:
         """Bound to one IPv4 address, the listener hears no broadcasts: add sockets that do.
@@ -659,9 +665,8 @@ class Server:
 
     def _answer_discovery(self, sock: socket.socket, header: wire.Header, size: int, addr, pktinfo) -> None:
         """A small reply, at most REPLY_RATE a second in all, never larger than the request."""
-        if sock.family != socket.AF_INET:
-            self.foreign += 1  # discovery is IPv4 broadcast only
-            return
+        if pktinfo is not None and pktinfo[1] == sockopts.IPV6_PKTINFO and pktinfo[3][:1] == b"\xff":
+            pktinfo = None  # to our multicast group: the kernel picks the source (never a group)
         data = discovery.reply(header, size, self.port)
         if data is None:
             self.foreign += 1
@@ -784,6 +789,9 @@ def describe_listening(server: Server) -> list[str]:
                      f"({', '.join(server.discovery_addresses)})")
     elif server.discovery_addresses:
         lines.append("  answers discovery broadcasts arriving on any interface")
+    if server.discovery_group_interfaces:
+        lines.append(f"  answers IPv6 discovery to {discovery.MULTICAST_GROUP_V6} on "
+                     f"{', '.join(server.discovery_group_interfaces)}")
     if server.token:
         lines.append("  token required: clients prove it with HMAC-SHA256")
     else:
