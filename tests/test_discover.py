@@ -373,18 +373,73 @@ def test_lab_discover_finds_servers_on_the_segment_by_their_binding(lab, serve_i
     # one process in the router runs every search (interpreter start-up is the slow part)
     searches = [(port, target) for port in (1061, 1062, 1063)
                 for target in ((segment_broadcast, None), ("255.255.255.255", router_side))]
-    program = ("import json, sys; from udpbench.discover import discover; "
-               "print(json.dumps([discover(b, p, 0.3, interface=i) for p, (b, i) in json.loads(sys.argv[1])]))")
+    program = ("import json, sys; from udpbench.measure.find_servers import search_servers as s; "
+               "print(json.dumps([[f.address for f in s(broadcast=b, interface=i, port=p, timeout=0.3).servers] "
+               "for p, (b, i) in json.loads(sys.argv[1])]))")
     proc = lab.run("router", [sys.executable, "-c", program, json.dumps(searches)], capture_output=True,
                    text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
-    for (port, target), result in zip(searches, json.loads(proc.stdout)):
-        assert result["sent"] == 3
-        expect = [] if port == 1063 else [server_ip]
-        assert [s["address"] for s in result["servers"] if s["port"] == port] == expect, (port, target)
+    for (port, target), addresses in zip(searches, json.loads(proc.stdout)):
+        assert addresses == ([] if port == 1063 else [server_ip]), (port, target)
     # and on its own machine the 127.0.0.1 server is found through loopback's broadcast
-    proc = udpbench_in(lab, "server", "discover", "--port", 1063, "--timeout", "0.3", "--json")
+    proc = udpbench_in(lab, "server", "discover", "--interface", "lo", "--port", 1063, "--timeout", "0.3", "--json")
     assert found_ports(proc) == {1063: ["127.0.0.1"]}
+
+
+def link_local(lab, node: str, ifname: str) -> str:
+    """The node's IPv6 link-local address on ``ifname``, read with `ip` (the ground truth)."""
+    listing = json.loads(lab.run(node, ["ip", "-j", "-6", "addr", "show", "dev", ifname, "scope", "link"],
+                                 capture_output=True, text=True, timeout=10).stdout)
+    return next(a["local"] for i in listing for a in i["addr_info"] if "local" in a)
+
+
+@pytest.mark.lab
+def test_lab_discover_with_no_options_searches_every_segment(lab, serve_in):
+    """From the router with no options: both segments' broadcasts, loopback's, and the IPv6
+    group on both links; the wildcard server answers by IPv4 and by IPv6 multicast."""
+    serve_in(lab, "server", ["--port", 1067])
+    proc = udpbench_in(lab, "router", "discover", "--port", 1067, "--timeout", "0.5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert sorted(out["targets"]) == sorted([
+        "127.255.255.255%lo", "198.18.0.255%to-client", "198.18.1.255%to-server",
+        "ff12::1060%to-client", "ff12::1060%to-server"])  # from the lab's addresses, by hand
+    assert out["sent"] == 3 * 5 and out["send_errors"] == {}
+    server_v6 = link_local(lab, "server", "to-router")
+    assert sorted((s["address"], s["interface"]) for s in out["servers"]) == sorted([
+        (lab.address("server"), "to-server"), (f"{server_v6}%to-server", "to-server")])
+    assert {s["control_port"] for s in out["servers"]} == {1067}
+
+
+@pytest.mark.lab
+def test_lab_discover_interface_limits_where_it_looks(lab, serve_in):
+    serve_in(lab, "server", ["--port", 1068])
+    away = udpbench_in(lab, "router", "discover", "--interface", "to-client", "--port", 1068,
+                       "--timeout", "0.3", "--json")
+    assert away.returncode == 1 and found_ports(away) == {}
+    assert sorted(json.loads(away.stdout)["targets"]) == ["198.18.0.255%to-client", "ff12::1060%to-client"]
+    toward = udpbench_in(lab, "router", "discover", "--interface", "to-server", "--port", 1068,
+                         "--timeout", "0.3", "--json")
+    assert toward.returncode == 0, toward.stderr
+    assert sorted(json.loads(toward.stdout)["targets"]) == ["198.18.1.255%to-server", "ff12::1060%to-server"]
+    server_addresses = sorted([lab.address("server"), f"{link_local(lab, 'server', 'to-router')}%to-server"])
+    assert {port: sorted(found) for port, found in found_ports(toward).items()} == {1068: server_addresses}
+    # the client's only segment is the router's: the server, one hop away, is not on it
+    client = udpbench_in(lab, "client", "discover", "--port", 1068, "--timeout", "0.3", "--json")
+    assert client.returncode == 1 and found_ports(client) == {}
+
+
+@pytest.mark.lab
+def test_lab_ipv6_multicast_finds_the_server(lab, serve_in):
+    serve_in(lab, "server", ["--port", 1069])
+    proc = udpbench_in(lab, "router", "discover", "-6", "--port", 1069, "--timeout", "0.3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert sorted(out["targets"]) == ["ff12::1060%to-client", "ff12::1060%to-server"]
+    assert [s["address"] for s in out["servers"]] == [f"{link_local(lab, 'server', 'to-router')}%to-server"]
+    # the address found is one a measurement can use
+    ping = udpbench_in(lab, "router", "ping", out["servers"][0]["address"], "--port", 1069, "-c", 1, "--json")
+    assert ping.returncode == 0, ping.stderr
 
 
 @pytest.mark.lab
