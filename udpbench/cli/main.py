@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     from udpbench.cli import blast
     from udpbench.transport import discover
     from udpbench.lab import lab
-    from udpbench.transport import mtu
+    from udpbench.cli import mtu
     from udpbench.transport import ping
     from udpbench.output import plot
     from udpbench.transport import server
