@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     from udpbench.transport import discover
     from udpbench.lab import lab
     from udpbench.cli import mtu
-    from udpbench.transport import ping
+    from udpbench.cli import ping
     from udpbench.output import plot
     from udpbench.transport import server
     from udpbench.cli import show

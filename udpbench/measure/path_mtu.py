@@ -16,7 +16,8 @@ from udpbench.linux.sockopts import format_hostport
 from udpbench.linux.route import Route, route_to
 from udpbench.measure.embedded import connect
 from udpbench.protocol import frag
-from udpbench.protocol.pmtud import (MAX_PACKET, MAX_PROBES, EchoResult, EchoSearch, IcmpResult, IcmpSearch,
+from udpbench.protocol.plpmtud import EchoResult, EchoSearch
+from udpbench.protocol.pmtud import (MAX_PACKET, MAX_PROBES, IcmpResult, IcmpSearch,
                                      floor_mtu, smallest_probe)
 from udpbench.transport.client import Client, ServerAbsent, resolve
 from udpbench.transport.prober import EchoSession, Prober, drive
