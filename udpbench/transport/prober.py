@@ -114,18 +114,21 @@ class Prober:
 
 def drive(search, prober: Prober, keepalive=None):
     """Run ``search`` (an IcmpSearch or EchoSearch) over ``prober`` to its result.
-    ``keepalive()`` is called before each probe that is not a companion."""
+    ``keepalive()`` is called before each burst of probes (an echo round, an ICMP try)."""
+    sending = False
     while True:
         action = search.next_action(time.monotonic())
         if isinstance(action, Done):
             return action.result
         if isinstance(action, Send):
-            if keepalive is not None and not action.companion:
+            if keepalive is not None and not sending:
                 keepalive()
+            sending = True
             refused = prober.send(action)
             if refused is not None:
                 search.on_refused(action.probe_id, refused, time.monotonic())
             continue
+        sending = False
         acks, errors = prober.wait(action.until)
         now = time.monotonic()
         for probe_id in acks:
