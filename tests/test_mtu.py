@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -570,3 +571,23 @@ def test_df_sweep_marks_sizes_above_the_path_mtu_not_sendable(served_lab, v6):
     for size in (largest + 1, 2 * largest):
         assert rows[size]["sendable"] is False and rows[size]["send_error"] == "EMSGSIZE"
         assert rows[size]["sent"] == 0 and rows[size]["send_errors_by_errno"] == {"EMSGSIZE": 1}
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("method", ["both", "icmp"])
+def test_mtu_to_an_unreachable_network_is_one_line(method):
+    """A namespace with only lo up has no route to 10.99.0.1: one line and the exit status that
+    blast and sweep give there, never a traceback. The datagram cannot leave the namespace."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and `ip` for a network namespace")
+    ns = f"ubt{os.getpid()}xnoroute{method}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=10)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, capture_output=True, timeout=10)
+        proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "udpbench", "mtu", "10.99.0.1",
+                               "--method", method], capture_output=True, text=True, timeout=60)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == "udpbench: cannot reach 10.99.0.1:1060: Network is unreachable"
+    assert proc.stdout == ""
