@@ -366,15 +366,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
 def test_ping_without_a_server_at_a_remote_host_is_one_line(monkeypatch, capsys):
     monkeypatch.setattr(embedded, "is_loopback", lambda address: False)  # as if 127.0.0.1 were remote
     assert main(["ping", "127.0.0.1", "--port", str(free_port())]) == 2
@@ -382,8 +373,7 @@ def test_ping_without_a_server_at_a_remote_host_is_one_line(monkeypatch, capsys)
     assert "no udpbench server" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=pytest.mark.skipif(
-    not has_ipv6_loopback(), reason="no IPv6 on loopback"))])
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=pytest.mark.ipv6)])
 def test_ping_on_loopback_with_no_server_uses_an_embedded_one(host, capsys):
     port = free_port(host)
     code = main(["ping", host, "--port", str(port), "-c", "3", "-i", "0.01", "--json"])
@@ -468,6 +458,7 @@ def test_backoff_stops_at_an_answer_and_at_a_refused_too_big_send():
     assert big.next_action(0.0) == GiveUp("too-big")
 
 
+@pytest.mark.ipv6
 def test_replies_leave_from_the_address_the_request_went_to():
     """A wildcard server on a host with several addresses: 127.0.0.2 is asked, 127.0.0.1 is the
     client's source; a reply from 127.0.0.1 would be dropped by the connected socket."""
