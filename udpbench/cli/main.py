@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Each module owns its command: arguments and a run(args) -> int.
     from udpbench.cli import blast
     from udpbench.transport import discover
-    from udpbench.lab import lab
+    from udpbench.cli import lab
     from udpbench.transport import mtu
     from udpbench.transport import ping
     from udpbench.output import plot
