@@ -22,13 +22,14 @@ def build_parser() -> argparse.ArgumentParser:
     from udpbench.cli import blast
     from udpbench.transport import discover
     from udpbench.cli import lab
+    from udpbench.cli import mesh
     from udpbench.transport import mtu
     from udpbench.transport import ping
     from udpbench.output import plot
     from udpbench.transport import server
     from udpbench.cli import show
     from udpbench.measure import sweep
-    for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab):
+    for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab, mesh):
         module.add_parser(commands)
     return parser
 
