@@ -44,6 +44,8 @@ def add_parser(commands) -> None:
                    help="rate limit of the servers the mesh starts (default: none)")
     p.add_argument("--wait-workers", type=whole_number_between("--wait-workers", 0, 100_000), default=0,
                    metavar="N", help="wait for N workers to join before starting")
+    p.add_argument("--connect-timeout", type=positive_seconds("--connect-timeout"), default=10.0, metavar="S",
+                   help="seconds to reach the scheduler and for --wait-workers (default 10)")
     p.add_argument("-o", "--output", type=Path, metavar="NAME",
                    help="result file base name: NAME.npz and NAME.json (default results/mesh-TIME)")
     p.add_argument("--plot", metavar="PNG", default=None, help="also draw the matrices as heatmaps")
@@ -65,7 +67,8 @@ def run(args) -> int:
     options = mesh.MeshOptions(port=args.port, token=control.token_of(args), sizes=args.sizes,
                                duration=args.duration, rate=args.rate, mtu_only=args.mtu_only,
                                concurrency=args.concurrency, timeout=args.timeout, max_rate_bps=args.max_rate,
-                               wait_workers=args.wait_workers, output=output)
+                               wait_workers=args.wait_workers, output=output,
+                               connect_timeout=args.connect_timeout)
     on_pair = _print_pair if args.progress else None
     result = mesh.mesh(args.scheduler, options, on_pair=on_pair,
                        on_notice=lambda text: print(f"udpbench: {text}", file=sys.stderr))

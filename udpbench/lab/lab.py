@@ -384,10 +384,12 @@ class Lab:
 
     def impairments(self) -> Impairments:
         """The impairments in force on the last host's link (the server's), read from the kernel."""
+        self.existing_namespaces()  # learns how many hosts there are
         return self._read_impairments()[0]
 
     def links(self) -> dict[str, Link]:
         """Every host's link as the kernel has it."""
+        self.existing_namespaces()
         return {host: self._read_link(host)[0] for host in self.hosts}
 
     def _read_impairments(self) -> tuple[Impairments, str | None]:

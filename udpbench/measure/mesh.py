@@ -28,6 +28,7 @@ from udpbench.protocol.schedule import round_robin
 
 DEFAULT_PORT = 1060  # the udpbench port (transport/server.py); the servers in the workers listen here
 INSTALL_HINT = 'the mesh needs Dask distributed: pip install "udpbench[mesh]"'
+SCHEMES = ("tcp", "tls", "ws", "wss")  # Dask's network transports
 POLL_S = 0.2  # how often the orchestrator looks at its tasks and the cluster's workers
 
 
@@ -147,11 +148,25 @@ def _measure_with_library(destination: str, opts: MeshOptions) -> tuple[dict, li
 def connect(scheduler: str, timeout: float):
     """A Dask client, or a one-line UserError when the scheduler cannot be reached."""
     distributed = require_distributed()
+    scheduler = scheduler_address(scheduler)
     try:
         return distributed.Client(scheduler, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UserError(f"cannot reach the Dask scheduler at {scheduler}: {reason}") from None
+
+
+def scheduler_address(text: str) -> str:
+    """``tcp://HOST:PORT`` (a bare ``HOST:PORT`` means tcp), or a UserError naming the text."""
+    address = text if "://" in text else f"tcp://{text}"
+    parsed = urlparse(address)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = None
+    if parsed.scheme not in SCHEMES or not parsed.hostname or port is None:
+        raise UserError(f"scheduler address {text!r} is not like tcp://HOST:PORT")
+    return address
 
 
 def _workers(client) -> dict[str, dict]:
