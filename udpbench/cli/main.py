@@ -21,14 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
     # Each module owns its command: arguments and a run(args) -> int.
     from udpbench.cli import blast
     from udpbench.transport import discover
-    from udpbench.lab import lab
+    from udpbench.cli import lab
+    from udpbench.cli import mesh
     from udpbench.cli import mtu
     from udpbench.cli import ping
     from udpbench.output import plot
     from udpbench.transport import server
     from udpbench.cli import show
     from udpbench.measure import sweep
-    for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab):
+    for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab, mesh):
         module.add_parser(commands)
     return parser
 
