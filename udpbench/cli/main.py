@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     from udpbench.transport import server
     from udpbench.cli import show
     from udpbench.measure import sweep
-    for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab):
+    from udpbench.cli import capacity
+    for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab, capacity):
         module.add_parser(commands)
     return parser
 
