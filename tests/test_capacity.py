@@ -64,10 +64,10 @@ def test_an_overflowed_far_reassembly_is_waited_for_or_warned(monkeypatch):
 @pytest.mark.parametrize("args, says", [
     (["--loss", "1"], "--loss '1' must be at least 0 and below 1"),
     (["--loss", "100%"], "--loss '100%' must be"),
-    (["--loss", "-0.1%"], "--loss '-0.1%' must be"),
+    (["--loss=-0.1%"], "--loss '-0.1%' must be"),
     (["--loss", "abc"], "--loss 'abc' is not a number"),
     (["--resolution", "0"], "--resolution '0' must be above 0"),
-    (["--resolution", "-1%"], "--resolution '-1%' must be above 0"),
+    (["--resolution=-1%"], "--resolution '-1%' must be above 0"),
     (["--confirm", "x"], "--confirm"),
     (["--sizes", "10"], "payload"),
 ])
