@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     from udpbench.transport import server
     from udpbench.cli import show
     from udpbench.measure import sweep
-    for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab, mesh):
+    from udpbench.cli import capacity
+    for module in (sweep, blast, capacity, mtu, ping, server, discover, show, plot, lab, mesh):
         module.add_parser(commands)
     return parser
 

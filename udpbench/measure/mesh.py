@@ -127,7 +127,7 @@ def _measure_with_library(destination: str, opts: MeshOptions) -> tuple[dict, li
     from udpbench.measure.sweep import default_rate
     from udpbench.protocol import frag
     from udpbench.transport.client import Client
-    from udpbench.transport.mtu import sweep_path_mtu
+    from udpbench.measure.path_mtu import sweep_path_mtu
     from udpbench.transport.streams import blast_streams
 
     with Client(destination, opts.port, token=opts.token or "") as client:
