@@ -27,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     from udpbench.output import plot
     from udpbench.transport import server
     from udpbench.cli import show
+    from udpbench.cli import exporter
     from udpbench.measure import sweep
-    for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab):
+    for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab, exporter):
         module.add_parser(commands)
     return parser
 
