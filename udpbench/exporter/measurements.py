@@ -58,9 +58,18 @@ def ping(address: str, port: int, count: int, size: int, interval: float, deadli
 
 def path_mtu(address: str, port: int, method: str, timeout: float | None, token: str | None) -> dict:
     """Today's ``transport.mtu.discover``: {path_mtu, black_hole, max_payload, probes, elapsed_s...}."""
+    from udpbench.transport.client import Client, ServerAbsent
     from udpbench.transport.mtu import Options, discover
 
-    return discover(address, Options(method=method, port=port, timeout=timeout, token=token or ""))
+    options = Options(method=method, port=port, timeout=timeout, token=token or "")
+    try:
+        client = Client(address, port, token=token or "")
+    except ServerAbsent:
+        if method == "echo":
+            raise
+        return discover(address, Options(method="icmp", port=port, timeout=timeout))
+    with client:  # our own client: discover() would start an embedded server on loopback
+        return discover(address, options, client=client)
 
 
 def blast(address: str, port: int, sizes, duration: float, rate_bps: float,

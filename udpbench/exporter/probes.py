@@ -100,11 +100,12 @@ def probe_ping(registry, m: Module, address: str, port: int, budget_s: float,
         tries.observe(request["tries"])
         if request.get("rtt_ms") is not None:
             rtt.observe(request["rtt_ms"] / 1e3)
-    quantiles = _gauge(registry, "udpbench_ping_rtt_quantile_seconds", "RTT percentiles of this probe",
-                       ("quantile",))
-    for q in ("50", "90", "99"):
-        if r.get(f"rtt_p{q}_ms") is not None:
-            quantiles.labels(str(int(q) / 100)).set(r[f"rtt_p{q}_ms"] / 1e3)
+    # "quantile" is a summary's label (promtool refuses it elsewhere): these are percentiles.
+    percentiles = _gauge(registry, "udpbench_ping_rtt_percentile_seconds", "RTT percentiles of this probe",
+                         ("percentile",))
+    for p in ("50", "90", "99"):
+        if r.get(f"rtt_p{p}_ms") is not None:
+            percentiles.labels(p).set(r[f"rtt_p{p}_ms"] / 1e3)
     return None if r["received"] else "no_reply"  # measured, yet nothing answered
 
 
