@@ -303,3 +303,25 @@ def test_promtool_accepts_every_module_and_the_exporters_own_metrics(exporter_fa
                                timeout=30)
         assert check.returncode == 0, check.stdout + check.stderr
         assert check.stdout.strip() == "" and check.stderr.strip() == "", check.stdout + check.stderr
+
+
+def test_the_command_serves_until_ctrl_c_and_exits_130():
+    import re
+    import signal
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "udpbench", "exporter", "--listen", "127.0.0.1:0",
+                          "--allow", "127.0.0.1/32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        url = re.search(r"http://[^/]+", p.stdout.readline()).group(0)
+        status, body = get(f"{url}/metrics")
+        assert status == 200 and "udpbench_exporter_build_info" in body
+        assert get(f"{url}/probe?target=192.0.2.1&module=ping")[0] == 403
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=10)
+        assert (p.returncode, err) == (130, "udpbench: interrupted\n")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()

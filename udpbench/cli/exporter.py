@@ -53,7 +53,8 @@ def run(args) -> int:
         exporter = Exporter(config, allow, host, port, token=token)
     except OSError as exc:
         raise UserError(f"--listen {args.listen}: {exc.strerror}") from None
-    print(f"udpbench exporter on http://{args.listen}/probe?target=HOST&module=NAME "
+    where = f"[{exporter.host}]:{exporter.port}" if ":" in exporter.host else f"{exporter.host}:{exporter.port}"
+    print(f"udpbench exporter on http://{where}/probe?target=HOST&module=NAME "
           f"(modules: {', '.join(sorted(config.modules))}); /metrics for its own health", flush=True)
     try:
         exporter.serve_forever()
