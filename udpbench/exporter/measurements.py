@@ -1,8 +1,9 @@
 """The one place the exporter calls the measurement library, and turns its errors into reasons.
 
-Everything here is the library's today's face (``measure.embedded.connect`` with
-``Client.blast``, ``transport.mtu.discover``, ``transport.ping.ping``); when the typed API
-(``udpbench.blast``, ``path_mtu``, ``ping``) lands, only this module changes.
+It calls ``measure.ping.ping`` and ``measure.path_mtu.path_mtu`` (typed results, read here as
+their dicts), and ``Client.blast`` for rows until the typed ``measure.blast`` lands; when the
+library changes, only this module does. The exporter never starts an embedded server: "no
+server" is what a probe must be able to report (docs/exporter.md).
 """
 from __future__ import annotations
 
@@ -47,29 +48,39 @@ def reason_of(exc: BaseException) -> str:
     return "internal"
 
 
+def _server_present(address: str, port: int, token: str | None) -> None:
+    """ServerAbsent unless a udpbench server answers at address:port. ``measure.ping`` starts an
+    embedded server for a loopback host with none, so the exporter looks first."""
+    from udpbench.transport.client import Client
+
+    Client(address, port, token=token or "").close()
+
+
 def ping(address: str, port: int, count: int, size: int, interval: float, deadline: float,
          token: str | None) -> dict:
-    """Today's ``transport.ping.ping``: the summary dict (sent, received, rtt_*_ms, requests...)."""
-    from udpbench.transport.ping import ping as run_ping
+    """``measure.ping.ping``'s result as its dict (sent, received, rtt_*_ms, requests...)."""
+    from udpbench.measure.ping import PingOptions, ping as run_ping
 
-    return run_ping(address, port, count=count, size=size, interval=interval, deadline=deadline,
-                    token=token or "")
+    _server_present(address, port, token)
+    options = PingOptions(port=port, count=count, size=size, interval=interval, deadline=deadline,
+                          token=token or "")
+    return run_ping(address, options).as_dict()
 
 
 def path_mtu(address: str, port: int, method: str, timeout: float | None, token: str | None) -> dict:
-    """Today's ``transport.mtu.discover``: {path_mtu, black_hole, max_payload, probes, elapsed_s...}."""
+    """``measure.path_mtu.path_mtu``'s result as its dict (path_mtu, black_hole, probes...)."""
+    from udpbench.measure.path_mtu import PathMtuOptions, path_mtu as find_path_mtu
     from udpbench.transport.client import Client, ServerAbsent
-    from udpbench.transport.mtu import Options, discover
 
-    options = Options(method=method, port=port, timeout=timeout, token=token or "")
+    options = PathMtuOptions(method=method, port=port, timeout=timeout, token=token or "")
     try:
         client = Client(address, port, token=token or "")
     except ServerAbsent:
         if method == "echo":
             raise
-        return discover(address, Options(method="icmp", port=port, timeout=timeout))
-    with client:  # our own client: discover() would start an embedded server on loopback
-        return discover(address, options, client=client)
+        return find_path_mtu(address, options, method="icmp").as_dict()
+    with client:  # our own client: path_mtu() would start an embedded server on loopback
+        return find_path_mtu(address, options, client=client).as_dict()
 
 
 def blast(address: str, port: int, sizes, duration: float, rate_bps: float,
@@ -84,7 +95,7 @@ def blast(address: str, port: int, sizes, duration: float, rate_bps: float,
     from udpbench.linux.sockopts import is_loopback
     from udpbench.measure.embedded import connect
     from udpbench.measure.sweep import ETHERNET_MTU
-    from udpbench.transport.mtu import sweep_path_mtu
+    from udpbench.measure.path_mtu import sweep_path_mtu
 
     with connect(address, port, embedded=False, token=token or "") as client:
         mtu = None
