@@ -28,9 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     from udpbench.output import plot
     from udpbench.transport import server
     from udpbench.cli import show
+    from udpbench.cli import exporter
     from udpbench.measure import sweep
     from udpbench.cli import capacity
-    for module in (sweep, blast, capacity, mtu, ping, server, discover, show, plot, lab, mesh):
+    for module in (sweep, blast, capacity, mtu, ping, server, discover, show, plot, lab, mesh, exporter):
         module.add_parser(commands)
     return parser
 

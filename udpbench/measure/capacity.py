@@ -24,7 +24,7 @@ from udpbench.output import capacity_file
 from udpbench.protocol import frag, wire
 from udpbench.protocol.capacity import (MIN_DATAGRAMS_PER_TRIAL, CapacityRow, CapacitySearch,
                                          ReassemblySettle, Trial)
-from udpbench.transport import mtu as path_mtu
+from udpbench.measure import path_mtu
 from udpbench.transport.server import DEFAULT_PORT
 
 ETHERNET_MTU = 1500  # a loopback-only plan is made around Ethernet's, as sweep's is (docs/decisions.md)
