@@ -265,6 +265,10 @@ cdef int64_t signed_percentile(const SignedHist *h, double q) noexcept nogil:
     if rank > n:
         rank = n
     cdef int64_t v
+    if rank == n:
+        return h.max_value
+    if rank == 1:
+        return h.min_value
     if rank <= h.neg.count:  # ascending order starts at the largest negative magnitude
         v = -<int64_t>hist_at_rank(&h.neg, h.neg.count - rank + 1)
     else:
