@@ -22,8 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     from udpbench.cli import blast
     from udpbench.transport import discover
     from udpbench.lab import lab
-    from udpbench.transport import mtu
-    from udpbench.transport import ping
+    from udpbench.cli import mtu
+    from udpbench.cli import ping
     from udpbench.output import plot
     from udpbench.transport import server
     from udpbench.cli import show
