@@ -29,6 +29,7 @@ from udpbench.protocol import control
 from udpbench.linux import interfaces
 from udpbench.protocol import discovery
 from udpbench.linux import counters as kernel
+from udpbench.linux import host as this_host
 from udpbench.linux import sockopts
 from udpbench.protocol import wire
 from udpbench.engine._fast import Receiver
@@ -233,6 +234,7 @@ class Measurement:
             kernel=kernel.delta(self.counters_before, kernel.snapshot(self.v6)),
             drain_s=round(drain_s, 4),
             rcvbuf=self.rcvbuf,
+            clock_domain=this_host.clock_domain(),
         )
         if self.failure is not None:
             report["receive_error"] = str(self.failure)
