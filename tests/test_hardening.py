@@ -217,7 +217,7 @@ def test_client_with_token_and_server_without_goes_on_and_says_so(make_server, c
 
 
 def test_embedded_server_shares_the_clients_token(monkeypatch):
-    from udpbench.transport.client import connect
+    from udpbench.measure.embedded import connect
 
     monkeypatch.setenv(control.TOKEN_ENV, TOKEN)
     free = socket.socket()
