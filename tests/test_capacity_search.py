@@ -1,14 +1,17 @@
 """The capacity search stepper, driven by synthetic trial outcomes: no sockets, no sleeps."""
 import pytest
 
-from udpbench.protocol.capacity import MAX_RATE, CapacityRow, CapacitySearch, ReassemblySettle, Trial
+from udpbench.protocol.capacity import (MAX_RATE, SENDER_DISTURBED, CapacityRow, CapacitySearch, ReassemblySettle,
+                                         Trial)
 
 M = 1e6
 
 
-def path(knee_bps, max_bps=100 * M, cause="socket", sender_reaches=None, flaky=()):
+def path(knee_bps, max_bps=100 * M, cause="socket", sender_reaches=None, flaky=(), stalls=None):
     """A synthetic path: every trial above ``knee_bps`` loses 10 % (at ``cause``); the sender
-    reaches at most ``sender_reaches``; the trials numbered in ``flaky`` lose 1 % whatever the rate."""
+    reaches at most ``sender_reaches``; the trials numbered in ``flaky`` lose 1 % whatever the rate.
+    ``stalls(number, rate)`` -> (late_max_us, queue_us) or None: the sender stalled that long
+    behind a queue that long; a stall longer than the queue loses 0.5 % below the knee too."""
     count = [0]
 
     def trial(rate):
@@ -18,9 +21,13 @@ def path(knee_bps, max_bps=100 * M, cause="socket", sender_reaches=None, flaky=(
         lost = 10_000 if tx > knee_bps else 0
         if count[0] in flaky:
             lost = 1_000
+        late_us, queue_us = (stalls and stalls(count[0], rate)) or (100.0, 50_000.0)
+        if late_us > queue_us:
+            lost = max(lost, 500)
         causes = {f"loss_{c}": 0 for c in ("sender", "socket", "reassembly", "network")}
         causes[f"loss_{cause}"] = lost
-        return Trial(rate_bps=rate, tx_bps=tx, sent=sent, lost=lost, **causes)
+        return Trial(rate_bps=rate, tx_bps=tx, sent=sent, lost=lost, late_max_us=late_us, queue_us=queue_us,
+                     **causes)
     return trial
 
 
@@ -56,6 +63,55 @@ def test_a_failed_confirmation_sends_the_search_below():
     assert rates[11] / M == pytest.approx((36.71875 + 37.109375) / 2)
     assert row.found_bps < 37.109375 * M
     assert row.failed_bps == 37.109375 * M and row.loss_above == 0.01
+
+
+def test_a_trial_spoiled_by_a_sender_stall_is_repeated_not_taken_as_the_path():
+    # Trial 3, at 25 Mbit/s (below the knee), loses 0.5 %: the sender was 70 ms late behind a
+    # 50 ms queue. It is tried again, passes, and the search ends as the undisturbed one does.
+    stall = lambda number, rate: (70_000.0, 50_000.0) if number == 3 else None  # noqa: E731
+    rates, row = run(CapacitySearch(), path(37.3 * M, stalls=stall))
+    assert [r / M for r in rates[:5]] == [0, 50, 25, 25, 37.5]
+    assert row.found_bps == 37.109375 * M and row.failed_bps == 37.3046875 * M
+    assert row.cause == "socket" and row.disturbed_trials == 1 and row.trials == 13
+
+
+def test_a_stall_the_queue_absorbs_is_the_path_s_failure():
+    # The same loss with the sender 40 ms late behind a 50 ms queue: the burst fitted the queue,
+    # so the loss is the path's. Worked by hand: halving below 25 to 24.8046875 Mbit/s.
+    stall = lambda number, rate: (40_000.0, 50_000.0) if number == 3 else None  # noqa: E731
+    _, plain = run(CapacitySearch(), path(37.3 * M, flaky={3}))
+    _, row = run(CapacitySearch(), path(37.3 * M, stalls=stall, flaky={3}))
+    assert row.found_bps == plain.found_bps == 24.8046875 * M
+    assert row.failed_bps == 25 * M and row.disturbed_trials == 0 and row.cause == "socket"
+
+
+def test_a_rate_spoiled_every_time_makes_the_knee_sender_disturbed():
+    # Every trial at 37.109375 Mbit/s is spoiled: the first and its 3 repeats fail, the last is
+    # taken as a failure, and the search finds the rate below it; the knee is not the path's.
+    stall = lambda number, rate: (90_000.0, 50_000.0) if rate == 37.109375 * M else None  # noqa: E731
+    rates, row = run(CapacitySearch(), path(37.3 * M, stalls=stall))
+    assert [r / M for r in rates[8:]] == [37.109375] * 4 + [36.9140625] * 3
+    assert row.found_bps == 36.9140625 * M and row.failed_bps == 37.109375 * M
+    assert row.cause == SENDER_DISTURBED and row.disturbed_trials == 4 and row.trials == 15
+
+
+def test_retries_bound_the_repeats():
+    stall = lambda number, rate: (90_000.0, 50_000.0) if rate == 25 * M else None  # noqa: E731
+    rates, _ = run(CapacitySearch(retries=1), path(37.3 * M, stalls=stall))
+    assert [r / M for r in rates[:4]] == [0, 50, 25, 25]
+    assert rates[4] / M == 12.5  # after one repeat, 25 counts as failed
+
+
+@pytest.mark.parametrize("late_us, queue_us, disturbed", [
+    (70_000.0, 50_000.0, True),    # late beyond the queue
+    (50_000.0, 50_000.0, False),   # the queue absorbs it
+    (900.0, 0.0, False),           # under 1 ms: timer slack, not a stall
+    (1_500.0, 200.0, True),        # a shallow queue: 1.5 ms is too much for it
+    (90_000.0, None, False),       # nothing received, no queue measured: unknown
+])
+def test_disturbed_is_late_beyond_the_queue_or_1_ms(late_us, queue_us, disturbed):
+    t = Trial(rate_bps=M, tx_bps=M, sent=100, lost=10, late_max_us=late_us, queue_us=queue_us)
+    assert t.disturbed is disturbed
 
 
 def test_partial_drop_rate_passes_loss_under_the_threshold():

@@ -154,7 +154,10 @@ def table(rows: list[dict], title: str | None = None) -> Table:
             t.add_row(r["host"], str(r["size"]), "-", "-", "-", "-", "-", "-", "-", str(r["trials"]), "-",
                       f"not sendable: {r['send_error']} (DF, > path MTU {r['path_mtu']})")
             continue
-        note = "sender-limited" if r["sender_limited"] else ""
+        notes = ["sender-limited"] if r["sender_limited"] else []
+        if r.get("disturbed_trials"):  # files from before this field lack it
+            notes.append(f"{r['disturbed_trials']} spoiled by sender stalls")
+        note = "; ".join(notes)
         t.add_row(r["host"], str(r["size"]), str(r["fragments"]), format_rate(r["found_bps"]),
                   format_count(r["found_pps"]), _percent(r["loss_at_found"]),
                   format_rate(r["failed_bps"]) if r["failed_bps"] else "-", _percent(r["loss_above"]),

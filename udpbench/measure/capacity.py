@@ -22,8 +22,8 @@ from udpbench.linux.sockopts import is_loopback
 from udpbench.measure.embedded import connect
 from udpbench.output import capacity_file
 from udpbench.protocol import frag, wire
-from udpbench.protocol.capacity import (MIN_DATAGRAMS_PER_TRIAL, CapacityRow, CapacitySearch,
-                                         ReassemblySettle, Trial)
+from udpbench.protocol.capacity import (MIN_DATAGRAMS_PER_TRIAL, SENDER_DISTURBED, CapacityRow,
+                                         CapacitySearch, ReassemblySettle, Trial)
 from udpbench.measure import path_mtu
 from udpbench.transport.server import DEFAULT_PORT
 
@@ -194,6 +194,20 @@ def run_trial(client, size: int, rate_bps: float, options: CapacityOptions, mtu:
     return client.blast(size, options.trial_s, rate_bps, options.engine, path_mtu=mtu, df=options.df)
 
 
+def trial_of(measured, asked: float) -> Trial:
+    """What the search needs of a trial's row. The path's queue is the spread of the one-way
+    delay from the actual send time (meaningful on any clock basis: the offset cancels)."""
+    received = _value(measured, "received") > 0
+    return Trial(rate_bps=asked, tx_bps=_value(measured, "tx_bps"), sent=_value(measured, "sent"),
+                 lost=max(_value(measured, "lost"), 0),
+                 loss_sender=_value(measured, "loss_sender"), loss_socket=_value(measured, "loss_socket"),
+                 loss_reassembly=_value(measured, "loss_reassembly"),
+                 loss_network=_value(measured, "loss_network"),
+                 late_max_us=_value(measured, "late_max_us", 0.0),
+                 queue_us=_value(measured, "owd_max_us", 0.0) - _value(measured, "owd_min_us", 0.0)
+                 if received else None)
+
+
 def _value(row, name: str, default=0):
     """A field of a row, whether the row is a dict or a typed Row."""
     value = row.get(name, default) if isinstance(row, dict) else getattr(row, name, default)
@@ -236,12 +250,7 @@ class HostSearch:
                     row.sendable, row.send_error = False, _value(measured, "send_error", "")
                     row.trials = 1
                     return row
-            search.record(Trial(rate_bps=asked, tx_bps=_value(measured, "tx_bps"), sent=_value(measured, "sent"),
-                                lost=max(_value(measured, "lost"), 0),
-                                loss_sender=_value(measured, "loss_sender"),
-                                loss_socket=_value(measured, "loss_socket"),
-                                loss_reassembly=_value(measured, "loss_reassembly"),
-                                loss_network=_value(measured, "loss_network")))
+            search.record(trial_of(measured, asked))
             row.settle_s += self.settle(measured, row)
         search.result(row)
         row.overhead_s = sum(overheads) / len(overheads) if overheads else 0.0
@@ -249,6 +258,14 @@ class HostSearch:
             row.warnings.append("nothing was lost at the fastest the sender went: the sender is the limit")
         elif row.sender_limited:
             row.warnings.append("the sender could not reach a rate the search asked for (rate ratio < 0.99)")
+        if row.cause == SENDER_DISTURBED:
+            row.warnings.append(f"the sender fell further behind its schedule than the path's queue holds in "
+                                f"every repeat of the trial above the found rate: that failure may be the "
+                                f"sender's own (late by {search.failing.late_max_us / 1e3:.0f} ms, queue "
+                                f"{(search.failing.queue_us or 0) / 1e3:.0f} ms)")
+        elif row.disturbed_trials:
+            row.warnings.append(f"{row.disturbed_trials} failing trials were repeated: the sender fell further "
+                                "behind its schedule than the path's queue holds")
         return row
 
     def settle(self, measured, row: CapacityRow) -> float:

@@ -9,9 +9,11 @@ from pathlib import Path
 
 from udpbench.errors import UserError
 from udpbench.output import plot
+from udpbench.protocol.capacity import SENDER_DISTURBED
 
 # cause at the knee -> colour: the sweep figure's colours for the same causes; hollow for none
-CAUSE_COLOURS = {key.removeprefix("loss_"): colour for key, _, colour in plot.CAUSES} | {"": "#ffffff"}
+CAUSE_COLOURS = ({key.removeprefix("loss_"): colour for key, _, colour in plot.CAUSES}
+                 | {SENDER_DISTURBED: "#ffbb78", "": "#ffffff"})  # a paler sender: the knee is not the path's
 
 
 def _found(rows: list[dict], key: str, scale: float) -> tuple[list[int], list[float], list[str]]:

@@ -5,7 +5,9 @@ loss threshold (RFC 2544 section 26.1 "throughput"; 0 loss is the NDR, a small t
 sleeps or reads a clock. The first trial runs at ``max`` (rate 0) and its achieved rate is the
 upper bound; a binary search between 0 and that bound follows, to a resolution relative to
 the rate, and the candidate must then pass ``confirm`` more trials at the same rate. One
-failed confirmation sends the search on below. ``ReassemblySettle`` decides, from the time
+failed confirmation sends the search on below. A failing trial during which the sender fell
+further behind its schedule than the path's queue can absorb is spoiled, not evidence about the
+path: it is repeated, a bounded number of times (docs/capacity.md). ``ReassemblySettle`` decides, from the time
 and the receiver's fragment memory, how long to wait before the next trial. See docs/capacity.md.
 """
 from __future__ import annotations
@@ -17,6 +19,13 @@ MAX_RATE = 0.0  # a trial at rate 0 sends as fast as the kernel takes datagrams
 SENDER_LIMITED_RATIO = 0.99  # below this share of the asked rate, the sender was the limit
 CAUSES = ("sender", "socket", "reassembly", "network")
 MIN_DATAGRAMS_PER_TRIAL = 10  # a rate that sends fewer in a trial tells nothing about loss
+# A paced sender late by L catches up at twice its rate (engine/_fast.pyx CATCHUP), which adds
+# about L of queue at a bottleneck near its rate: a burst that a queue shorter than L may drop.
+# Lateness under 1 ms is an idle sender's timer slack; on a loaded machine stalls run to
+# tens or hundreds of ms (docs/decisions.md).
+LATE_FLOOR_US = 1000.0
+SPOILED_RETRIES = 3  # repeats of a spoiled failing trial at one rate before it is taken as it is
+SENDER_DISTURBED = "sender-disturbed"  # the cause when the knee rests on a spoiled trial
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,8 @@ class Trial:
     loss_socket: int = 0
     loss_reassembly: int = 0
     loss_network: int = 0
+    late_max_us: float = 0.0  # how far the sender fell behind its schedule, at worst
+    queue_us: float | None = None  # the most the path queued a datagram (one-way delay max - min); None: unknown
 
     @property
     def offered_bps(self) -> float:
@@ -44,6 +55,17 @@ class Trial:
     @property
     def sender_limited(self) -> bool:
         return self.rate_bps > 0 and self.tx_bps < SENDER_LIMITED_RATIO * self.rate_bps
+
+    @property
+    def late_bound_us(self) -> float:
+        """The lateness the path's queue, as this trial saw it, could absorb."""
+        return max(LATE_FLOOR_US, self.queue_us or 0.0)
+
+    @property
+    def disturbed(self) -> bool:
+        """The sender fell behind by more than the path's queue: its catch-up burst alone may
+        have overflowed it. Unknown without a queue measurement (nothing received)."""
+        return self.queue_us is not None and self.late_max_us > self.late_bound_us
 
     @property
     def cause(self) -> str:
@@ -66,7 +88,8 @@ class CapacityRow:
     loss_at_found: float = 0.0  # the worst loss ratio among the trials at the found rate
     failed_bps: float | None = None  # the lowest rate above it that failed (None: none did)
     loss_above: float | None = None  # the loss ratio there
-    cause: str = ""  # where the loss at failed_bps happened; "sender" when nothing failed
+    cause: str = ""  # where the loss at failed_bps happened; "sender" when nothing failed;
+    # "sender-disturbed" when that trial was spoiled by the sender's own stall, every time
     loss_sender: int = 0  # the failed trial's loss, split by cause (protocol/loss.py)
     loss_socket: int = 0
     loss_reassembly: int = 0
@@ -74,6 +97,7 @@ class CapacityRow:
     sender_limited: bool = False  # the sender could not reach a rate the search asked for
     max_bps: float = 0.0  # what the first trial, at max, achieved: the upper bound
     trials: int = 0
+    disturbed_trials: int = 0  # failing trials spoiled by the sender's stalls, not taken as the path's
     resolution: float = 0.0  # (failed - found) / found when the search ended
     sendable: bool = True
     send_error: str = ""
@@ -99,11 +123,13 @@ class CapacitySearch:
     ``resolution`` > 0: the search narrows until the failing rate is within this fraction above
     the passing one. ``confirm`` >= 0: further trials at the candidate, all of which must pass.
     ``floor_bps``: below it a trial sends too few datagrams to mean anything, and the search ends
-    with nothing found. ``max_trials`` bounds the search whatever the outcomes.
+    with nothing found. ``max_trials`` bounds the search whatever the outcomes. A failing trial
+    that is ``disturbed`` is repeated at its rate up to ``retries`` times; after that it counts
+    as a failure, and if it is the one above the found rate the row's cause is "sender-disturbed".
     """
 
     def __init__(self, loss_threshold: float = 0.0, resolution: float = 0.01, confirm: int = 2,
-                 floor_bps: float = 0.0, max_trials: int = 40):
+                 floor_bps: float = 0.0, max_trials: int = 40, retries: int = SPOILED_RETRIES):
         if not 0 <= loss_threshold < 1:
             raise ValueError(f"loss threshold {loss_threshold!r} is not in [0, 1)")
         if not resolution > 0:
@@ -111,7 +137,10 @@ class CapacitySearch:
         if confirm < 0:
             raise ValueError(f"confirmations {confirm!r} is below 0")
         self.loss_threshold, self.resolution, self.confirm = loss_threshold, resolution, confirm
-        self.floor_bps, self.max_trials = floor_bps, max_trials
+        self.floor_bps, self.max_trials, self.retries = floor_bps, max_trials, retries
+        self.repeat: float | None = None  # the rate of a spoiled trial, to be tried again
+        self.repeats = 0  # spoiled trials in a row at that rate
+        self.spoiled = 0  # spoiled trials in all
         self.trials: list[Trial] = []
         self.upper: Trial | None = None  # the trial at max
         self.passing: dict[float, list[Trial]] = {}  # offered rate -> its passing trials
@@ -145,6 +174,8 @@ class CapacitySearch:
         if len(self.trials) >= self.max_trials:
             self.done = True  # unconfirmed: nothing found
             return None
+        if self.repeat is not None:
+            return self.repeat
         if self.candidate is not None:
             return self.candidate
         low, high = self.low, self.high
@@ -168,7 +199,14 @@ class CapacitySearch:
         first = self.upper is None
         if first:
             self.upper = trial
-        if self.passes(trial):
+        passed = self.passes(trial)
+        if not passed and trial.disturbed:
+            self.spoiled += 1
+            if self.repeats < self.retries:
+                self.repeat, self.repeats = trial.rate_bps, self.repeats + 1
+                return
+        self.repeat, self.repeats = None, 0
+        if passed:
             self.passing.setdefault(trial.offered_bps, []).append(trial)
             if first:
                 # Nothing lost at max: confirm at the rate the sender reached.
@@ -178,7 +216,8 @@ class CapacitySearch:
                 if self.confirmations >= self.confirm:
                     self.found, self.done = self.candidate, True
             return
-        if self.failing is None or trial.offered_bps <= self.failing.offered_bps:
+        if (self.failing is None or trial.offered_bps < self.failing.offered_bps
+                or (trial.offered_bps == self.failing.offered_bps and self.failing.disturbed)):
             self.failing = trial
         self.passing.pop(trial.offered_bps, None)  # a rate that failed once has not passed
         self.candidate = None  # a failed confirmation: the search goes on below
@@ -193,6 +232,7 @@ class CapacitySearch:
         row.found_pps = found / (8 * row.size) if row.size else 0.0
         row.loss_at_found = max((t.loss_ratio for t in at_found), default=0.0)
         row.trials = len(self.trials)
+        row.disturbed_trials = self.spoiled
         row.max_bps = self.upper.tx_bps if self.upper else 0.0
         nothing_failed = self.upper is not None and self.failing is None
         row.sender_limited = nothing_failed or any(t.sender_limited for t in at_found)
@@ -200,7 +240,7 @@ class CapacitySearch:
         if failed is not None:
             row.failed_bps = failed.offered_bps
             row.loss_above = failed.loss_ratio
-            row.cause = failed.cause
+            row.cause = SENDER_DISTURBED if failed.disturbed else failed.cause
             row.loss_sender, row.loss_socket = failed.loss_sender, failed.loss_socket
             row.loss_reassembly, row.loss_network = failed.loss_reassembly, failed.loss_network
             row.resolution = (failed.offered_bps - found) / found if found else 0.0
