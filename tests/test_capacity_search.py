@@ -114,6 +114,14 @@ def test_disturbed_is_late_beyond_the_queue_or_1_ms(late_us, queue_us, disturbed
     assert t.disturbed is disturbed
 
 
+@pytest.mark.parametrize("lost, disturbed", [(70, True), (71, False)])
+def test_a_stall_explains_no_more_loss_than_its_catch_up_burst_carried(lost, disturbed):
+    # 1000-byte payloads at 8 Mbit/s are 1000 datagrams/s: 70 ms behind, the sender owed 70.
+    t = Trial(rate_bps=8 * M, tx_bps=8 * M, sent=4000, lost=lost, late_max_us=70_000.0, queue_us=50_000.0,
+              size=1000)
+    assert t.disturbed is disturbed
+
+
 def test_partial_drop_rate_passes_loss_under_the_threshold():
     # 10 % loss above the knee: a 20 % threshold passes everything, a 5 % one does not.
     _, loose = run(CapacitySearch(loss_threshold=0.2), path(37.3 * M))

@@ -194,7 +194,7 @@ def run_trial(client, size: int, rate_bps: float, options: CapacityOptions, mtu:
     return client.blast(size, options.trial_s, rate_bps, options.engine, path_mtu=mtu, df=options.df)
 
 
-def trial_of(measured, asked: float) -> Trial:
+def trial_of(measured, asked: float, size: int) -> Trial:
     """What the search needs of a trial's row. The path's queue is the spread of the one-way
     delay from the actual send time (meaningful on any clock basis: the offset cancels)."""
     received = _value(measured, "received") > 0
@@ -203,7 +203,7 @@ def trial_of(measured, asked: float) -> Trial:
                  loss_sender=_value(measured, "loss_sender"), loss_socket=_value(measured, "loss_socket"),
                  loss_reassembly=_value(measured, "loss_reassembly"),
                  loss_network=_value(measured, "loss_network"),
-                 late_max_us=_value(measured, "late_max_us", 0.0),
+                 late_max_us=_value(measured, "late_max_us", 0.0), size=size,
                  queue_us=_value(measured, "owd_max_us", 0.0) - _value(measured, "owd_min_us", 0.0)
                  if received else None)
 
@@ -250,7 +250,7 @@ class HostSearch:
                     row.sendable, row.send_error = False, _value(measured, "send_error", "")
                     row.trials = 1
                     return row
-            search.record(trial_of(measured, asked))
+            search.record(trial_of(measured, asked, size))
             row.settle_s += self.settle(measured, row)
         search.result(row)
         row.overhead_s = sum(overheads) / len(overheads) if overheads else 0.0

@@ -42,6 +42,7 @@ class Trial:
     loss_network: int = 0
     late_max_us: float = 0.0  # how far the sender fell behind its schedule, at worst
     queue_us: float | None = None  # the most the path queued a datagram (one-way delay max - min); None: unknown
+    size: int = 0  # payload bytes; 0: unknown, and a stall is not weighed against the loss
 
     @property
     def offered_bps(self) -> float:
@@ -62,10 +63,17 @@ class Trial:
         return max(LATE_FLOOR_US, self.queue_us or 0.0)
 
     @property
+    def owed(self) -> float:
+        """Datagrams the sender owed its schedule at its latest: what one catch-up burst carried."""
+        return self.offered_bps * self.late_max_us / 1e6 / (8 * self.size) if self.size else float("inf")
+
+    @property
     def disturbed(self) -> bool:
-        """The sender fell behind by more than the path's queue: its catch-up burst alone may
-        have overflowed it. Unknown without a queue measurement (nothing received)."""
-        return self.queue_us is not None and self.late_max_us > self.late_bound_us
+        """The sender fell behind by more than the path's queue, and lost no more than one
+        catch-up burst carried: that burst alone may have overflowed the queue. Unknown without
+        a queue measurement (nothing received)."""
+        return (self.queue_us is not None and self.late_max_us > self.late_bound_us
+                and self.lost <= self.owed)
 
     @property
     def cause(self) -> str:
