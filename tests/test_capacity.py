@@ -78,7 +78,7 @@ class StallingClient:
         if late_us > 50_000:
             lost = sent // 200
         return {"tx_bps": tx, "sent": sent, "received": sent - lost, "lost": lost, "loss_network": lost,
-                "late_max_us": late_us, "owd_min_us": 20.0, "owd_max_us": 50_020.0, "duration_s": duration,
+                "late_max_us": late_us, "delay_spread_ms": 50.0, "duration_s": duration,
                 "engine": "send", "fragments": 1, "sender_mtu": 1500}
 
 

@@ -196,7 +196,7 @@ def run_trial(client, size: int, rate_bps: float, options: CapacityOptions, mtu:
 
 def trial_of(measured, asked: float, size: int) -> Trial:
     """What the search needs of a trial's row. The path's queue is the spread of the one-way
-    delay from the actual send time (meaningful on any clock basis: the offset cancels)."""
+    delay from the actual send time, last arrival's against first's (the clock offset cancels)."""
     received = _value(measured, "received") > 0
     return Trial(rate_bps=asked, tx_bps=_value(measured, "tx_bps"), sent=_value(measured, "sent"),
                  lost=max(_value(measured, "lost"), 0),
@@ -204,8 +204,7 @@ def trial_of(measured, asked: float, size: int) -> Trial:
                  loss_reassembly=_value(measured, "loss_reassembly"),
                  loss_network=_value(measured, "loss_network"),
                  late_max_us=_value(measured, "late_max_us", 0.0), size=size,
-                 queue_us=_value(measured, "owd_max_us", 0.0) - _value(measured, "owd_min_us", 0.0)
-                 if received else None)
+                 queue_us=1e3 * _value(measured, "delay_spread_ms", 0.0) if received else None)
 
 
 def _value(row, name: str, default=0):
