@@ -44,6 +44,45 @@ def test_matrix_points_out_the_asymmetric_pairs():
                                                            ("b", "c", "loss 2.00% vs 0.00%")]
 
 
+def delay_meta(bases=("same-host", "same-host")):
+    """a<->b, each with a fragmented 3000-byte row (slow) beside the 1472-byte one that counts."""
+    meta = {"hosts": [{"host": "a"}, {"host": "b"}], "schedule": [[["a", "b"]], [["b", "a"]]],
+            "pairs": [{"src": s, "dst": d, "status": "ok", "path_mtu": 1500} for s, d in (("a", "b"), ("b", "a"))]}
+    rows = []
+    for (src, dst), basis, p99 in zip((("a", "b"), ("b", "a")), bases, (120.4, 87.6)):
+        rows.append({"src": src, "dst": dst, "size": 1472, "fragments": 1, "goodput_bps": 5e7, "loss_ratio": 0.0,
+                     "received": 4000, "owd_p99_us": p99, "owd_basis": basis})
+        rows.append({"src": src, "dst": dst, "size": 3000, "fragments": 3, "goodput_bps": 9e7, "loss_ratio": 0.0,
+                     "received": 4000, "owd_p99_us": 950.0, "owd_basis": basis})
+    return meta, rows
+
+
+def test_summary_shows_p99_one_way_delay_of_the_largest_unfragmented_size():
+    from udpbench.cli.mesh import format_summary
+    meta, rows = delay_meta()
+    text = format_summary(meta, rows).splitlines()
+    at = text.index("p99 one-way delay us (same-host)")
+    # 120.4 and 87.6 round to 120 and 88; the 3000-byte rows' 950 is not the figure shown.
+    assert text[at + 2:at + 4] == ["a" + " " * 9 + " " * 9 + "-" + " " * 7 + "120",
+                                   "b" + " " * 9 + " " * 8 + "88" + " " * 9 + "-"]
+
+
+def test_summary_says_each_cells_basis_when_they_differ():
+    from udpbench.cli.mesh import format_summary
+    text = format_summary(*delay_meta(("same-host", "relative"))).splitlines()
+    at = text.index("p99 one-way delay us (r relative, s same-host)")
+    assert text[at + 2].endswith("120 s") and text[at + 3].split()[1:] == ["88", "r", "-"]
+
+
+def test_summary_has_no_delay_panel_without_delays_or_without_datagrams():
+    from udpbench.cli.mesh import format_summary
+    meta, rows = delay_meta()
+    assert "one-way delay" not in format_summary(meta, [{k: v for k, v in r.items() if not k.startswith("owd")}
+                                                        for r in rows])
+    # No datagram arrived: its delay fields are zeros, not a delay (README field table).
+    assert "one-way delay" not in format_summary(meta, [dict(r, received=0) for r in rows])
+
+
 def test_without_distributed_one_line_and_exit_2(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import fails as if not installed
     assert cli.main(["mesh", "--scheduler", "tcp://127.0.0.1:9"]) == 2

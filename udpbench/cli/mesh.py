@@ -131,6 +131,10 @@ def format_summary(meta: dict, rows: list[dict]) -> str:
     panels = [("path MTU", "path_mtu", lambda v: f"{v}"),
               ("goodput Mbit/s at the largest unfragmented size", "goodput_bps", lambda v: f"{v / 1e6:.1f}"),
               ("loss %", "loss_ratio", lambda v: f"{100 * v:.2f}")]
+    bases = matrix.delay_bases(table)
+    if bases:  # several bases: each cell says its own, by initial (README: owd_basis)
+        legend = ", ".join(f"{b[0]} {b}" for b in bases) if len(bases) > 1 else bases[0]
+        panels.append((f"p99 one-way delay us ({legend})", "owd_p99_us", lambda v: f"{v:.0f}"))
     for title, key, fmt in panels:
         if meta.get("mtu_only") and key != "path_mtu":
             continue
@@ -148,6 +152,8 @@ def format_summary(meta: dict, rows: list[dict]) -> str:
                     text = "?" if value is None else fmt(value)
                     flag = {"path_mtu": "mtu", "loss_ratio": "loss"}.get(key)
                     text += "*" if flag in marks.get((src, dst), []) else ""
+                    if key == "owd_p99_us" and value is not None and len(bases) > 1:
+                        text += f" {cell['owd_basis'][0]}"
                 cells.append(f"{text:>{width}}")
             lines.append(f"{src:<{width}}" + "".join(cells))
     for a, b, what in matrix.asymmetric(table):
