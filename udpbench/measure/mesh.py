@@ -76,6 +76,15 @@ class MeshResult:
         return any(p["status"] != "ok" for p in self.pairs)
 
 
+class MeshInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a mesh: ``result`` holds the pairs finished before it, saved; the servers
+    the mesh started are stopped by the time this reaches the caller."""
+
+    def __init__(self, result: MeshResult):
+        super().__init__()
+        self.result = result
+
+
 # ---- in the workers ------------------------------------------------------------------------
 
 _SERVERS: dict[int, object] = {}  # port -> the Server this worker process started
@@ -214,7 +223,8 @@ def mesh(scheduler: str, options: MeshOptions | None = None, *,
          on_notice: Callable[[str], None] | None = None) -> MeshResult:
     """Measure every ordered pair of the cluster's workers. A pair that fails (its worker lost,
     a timeout, an error) is marked failed with the reason and the rest go on; the result is
-    saved after every pair. Ctrl-C stops the servers started and keeps what was measured."""
+    saved after every pair. Ctrl-C stops the servers started and raises MeshInterrupted, whose
+    ``result`` is what was measured (saved too)."""
     opts = options or MeshOptions()
     client = connect(scheduler, opts.connect_timeout)
     try:
@@ -263,6 +273,7 @@ def _run(client, scheduler, hosts, started, opts, on_pair, on_notice) -> MeshRes
     rows: list[dict] = []
     saved: Path | None = None
     lost: dict[str, str] = {}  # worker -> why it is gone
+    running: dict[tuple[str, str], tuple] = {}  # (src, dst) -> (future, record, deadline)
 
     def checkpoint():
         nonlocal saved
@@ -316,9 +327,11 @@ def _run(client, scheduler, hosts, started, opts, on_pair, on_notice) -> MeshRes
                         continue
                     del running[(src, dst)]
     except KeyboardInterrupt:
+        for future, _, _ in running.values():
+            future.cancel()
         meta["interrupted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         checkpoint()
-        raise
+        raise MeshInterrupted(MeshResult(meta, rows, saved)) from None
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     checkpoint()
     return MeshResult(meta, rows, saved)
