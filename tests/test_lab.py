@@ -17,6 +17,7 @@ import pytest
 import udpbench
 from udpbench import cli
 from udpbench.lab import lab as labmod
+from udpbench.lab import status as lab_status
 from udpbench.errors import UserError
 from udpbench.lab.lab import Impairments, Lab, parse_rate
 
@@ -393,7 +394,7 @@ def test_status_reads_netem_and_tbf_back(monkeypatch):
         out = json.dumps(qdiscs) if argv[0] == "tc" else json.dumps([{"ifname": "to-server", "mtu": 1400}])
         return subprocess.CompletedProcess(argv, 0, out, "")
 
-    monkeypatch.setattr(labmod, "_cmd", fake_cmd)
+    monkeypatch.setattr(lab_status, "_cmd", fake_cmd)  # the kernel is read in lab/status.py
     monkeypatch.setattr(labmod.shutil, "which", lambda name: f"/usr/sbin/{name}")
     monkeypatch.setattr(Lab, "run", lambda self, node, argv, **kw: subprocess.CompletedProcess(argv, 0, '{"nftables": []}', ""))
     imp, method = Lab("ubfake")._read_impairments()

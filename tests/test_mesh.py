@@ -44,6 +44,45 @@ def test_matrix_points_out_the_asymmetric_pairs():
                                                            ("b", "c", "loss 2.00% vs 0.00%")]
 
 
+def delay_meta(bases=("same-host", "same-host")):
+    """a<->b, each with a fragmented 3000-byte row (slow) beside the 1472-byte one that counts."""
+    meta = {"hosts": [{"host": "a"}, {"host": "b"}], "schedule": [[["a", "b"]], [["b", "a"]]],
+            "pairs": [{"src": s, "dst": d, "status": "ok", "path_mtu": 1500} for s, d in (("a", "b"), ("b", "a"))]}
+    rows = []
+    for (src, dst), basis, p99 in zip((("a", "b"), ("b", "a")), bases, (120.4, 87.6)):
+        rows.append({"src": src, "dst": dst, "size": 1472, "fragments": 1, "goodput_bps": 5e7, "loss_ratio": 0.0,
+                     "received": 4000, "owd_p99_us": p99, "owd_basis": basis})
+        rows.append({"src": src, "dst": dst, "size": 3000, "fragments": 3, "goodput_bps": 9e7, "loss_ratio": 0.0,
+                     "received": 4000, "owd_p99_us": 950.0, "owd_basis": basis})
+    return meta, rows
+
+
+def test_summary_shows_p99_one_way_delay_of_the_largest_unfragmented_size():
+    from udpbench.cli.mesh import format_summary
+    meta, rows = delay_meta()
+    text = format_summary(meta, rows).splitlines()
+    at = text.index("p99 one-way delay us (same-host)")
+    # 120.4 and 87.6 round to 120 and 88; the 3000-byte rows' 950 is not the figure shown.
+    assert text[at + 2:at + 4] == ["a" + " " * 9 + " " * 9 + "-" + " " * 7 + "120",
+                                   "b" + " " * 9 + " " * 8 + "88" + " " * 9 + "-"]
+
+
+def test_summary_says_each_cells_basis_when_they_differ():
+    from udpbench.cli.mesh import format_summary
+    text = format_summary(*delay_meta(("same-host", "relative"))).splitlines()
+    at = text.index("p99 one-way delay us (r relative, s same-host)")
+    assert text[at + 2].endswith("120 s") and text[at + 3].split()[1:] == ["88", "r", "-"]
+
+
+def test_summary_has_no_delay_panel_without_delays_or_without_datagrams():
+    from udpbench.cli.mesh import format_summary
+    meta, rows = delay_meta()
+    assert "one-way delay" not in format_summary(meta, [{k: v for k, v in r.items() if not k.startswith("owd")}
+                                                        for r in rows])
+    # No datagram arrived: its delay fields are zeros, not a delay (README field table).
+    assert "one-way delay" not in format_summary(meta, [dict(r, received=0) for r in rows])
+
+
 def test_without_distributed_one_line_and_exit_2(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)  # import fails as if not installed
     assert cli.main(["mesh", "--scheduler", "tcp://127.0.0.1:9"]) == 2
@@ -76,6 +115,12 @@ def ns_names() -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
+def lab_namespaces(pid: int) -> set[str]:
+    """The namespaces of the lab that `mesh --lab` run as ``pid`` made (cli/mesh.py names its
+    prefix after the pid); other engineers' labs come and go meanwhile."""
+    return {name for name in ns_names() if name.startswith(f"ubmesh{pid}-")}
+
+
 def dask_processes() -> set[int]:
     found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -102,11 +147,17 @@ def check_schedule(meta):
 @pytest.mark.slow
 def test_mesh_lab_3_finds_each_path_mtu_and_the_lossy_direction(make_lab, tmp_path):
     pytest.importorskip("distributed")
-    before_ns, before_procs = ns_names(), dask_processes()
+    before_procs = dask_processes()
     started = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "udpbench", "mesh", "--lab", "3", "--port", str(PORT),
-                           "--duration", "1", "--rate", "20M", "--json", "-o", str(tmp_path / "m")],
-                          capture_output=True, text=True, timeout=120, env=child_env())
+    done = subprocess.Popen([sys.executable, "-m", "udpbench", "mesh", "--lab", "3", "--port", str(PORT),
+                             "--duration", "1", "--rate", "20M", "--json", "-o", str(tmp_path / "m")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        done.stdout, done.stderr = done.communicate(timeout=120)
+    finally:
+        if done.poll() is None:
+            done.kill()
+            done.communicate()
     took = time.monotonic() - started
     assert done.returncode == 0, done.stderr
     assert took < 60, took
@@ -125,7 +176,7 @@ def test_mesh_lab_3_finds_each_path_mtu_and_the_lossy_direction(make_lab, tmp_pa
             assert row["loss_ratio"] < 0.005, row
         assert row["size"] == min(LINK_MTU[row["src"]], LINK_MTU[row["dst"]]) - 28
     assert (tmp_path / "m.npz").exists() and (tmp_path / "m.json").exists()
-    assert ns_names() <= before_ns and dask_processes() <= before_procs
+    assert lab_namespaces(done.pid) == set() and dask_processes() <= before_procs
 
 
 @pytest.mark.lab
@@ -158,3 +209,84 @@ def test_a_worker_killed_mid_mesh_leaves_a_partial_result(make_lab, tmp_path):
     assert all("h1" in k and "left the cluster" in p["reason"] for k, p in by_pair.items() if p["status"] != "ok")
     saved = json.loads((tmp_path / "m.json").read_text())["meta"]
     assert len(saved["pairs"]) == 6  # on disk too
+
+
+def listeners(lab, port: int) -> dict[str, str]:
+    """What listens on ``port`` (TCP or UDP) in each host of the lab, by ss's own account."""
+    found = {}
+    for host in lab.hosts:
+        out = lab.run(host, ["ss", "-Hlntu", f"sport = :{port}"], capture_output=True, text=True, timeout=10)
+        if out.stdout.strip():
+            found[host] = out.stdout.strip()
+    return found
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_ctrl_c_mid_mesh_stops_the_servers_keeps_the_finished_rows_and_exits_130(make_lab, tmp_path):
+    pytest.importorskip("distributed")
+    import signal
+    from udpbench.lab.cluster import LabCluster
+
+    port = PORT + 1
+    lab = make_lab(hosts=3, links={"h1": {"mtu": 1500}, "h2": {"mtu": 1400}, "h3": {"mtu": 1300}})
+    try:
+        with LabCluster(lab) as cluster:
+            mesh = lab.popen("router", [sys.executable, "-m", "udpbench", "mesh", "--scheduler", cluster.scheduler,
+                                        "--wait-workers", "3", "--port", str(port), "--duration", "1",
+                                        "--rate", "20M", "--progress", "--json", "-o", str(tmp_path / "m")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+            try:
+                first = mesh.stdout.readline()
+                assert first.startswith("pair ") and "h2 -> h3" in first, first
+                assert set(listeners(lab, port)) == {"h1", "h2", "h3"}  # the servers the mesh started
+                mesh.send_signal(signal.SIGINT)
+                out, err = mesh.communicate(timeout=60)
+            finally:
+                if mesh.poll() is None:
+                    mesh.kill()
+                    mesh.communicate()
+            assert all(w.poll() is None for w in cluster.workers.values())  # the workers live on...
+            assert listeners(lab, port) == {}  # ...but the servers in them are gone
+    finally:
+        lab.down()
+    assert mesh.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("udpbench: mesh interrupted: ") and " of 6 pairs finished, saved in " in last, err
+    assert "Traceback" not in err
+    saved = json.loads((tmp_path / "m.json").read_text())
+    meta = saved["meta"]
+    assert "interrupted" in meta and 1 <= len(meta["pairs"]) < 6
+    assert meta["pairs"][0]["src"] == "h2" and meta["pairs"][0]["dst"] == "h3"
+    done = {(p["src"], p["dst"]) for p in meta["pairs"] if p["status"] == "ok"}
+    assert ("h2", "h3") in done
+    # Each finished pair's row is on disk, with the size its path MTU allows (1300 - 28).
+    on_disk = {(r["src"], r["dst"]): r for r in saved["rows"]}
+    assert set(on_disk) == done and len(saved["rows"]) == len(done) and on_disk[("h2", "h3")]["size"] == 1272
+    printed = json.loads(out.strip().splitlines()[-1])["meta"]  # and the partial result was printed
+    assert printed["pairs"] == meta["pairs"]
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_ctrl_c_on_mesh_lab_is_passed_on_and_leaves_nothing_behind(make_lab, tmp_path):
+    pytest.importorskip("distributed")
+    import signal
+
+    before_procs = dask_processes()
+    mesh = subprocess.Popen([sys.executable, "-m", "udpbench", "mesh", "--lab", "3", "--port", str(PORT + 2),
+                             "--duration", "1", "--rate", "20M", "--progress", "-o", str(tmp_path / "m")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
+    try:
+        first = mesh.stdout.readline()
+        assert first.startswith("pair ") and "h2 -> h3" in first, first
+        mesh.send_signal(signal.SIGINT)  # to the outer process only, as a terminal's Ctrl-C would
+        out, err = mesh.communicate(timeout=60)
+    finally:
+        if mesh.poll() is None:
+            mesh.kill()
+            mesh.communicate()
+    assert mesh.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("udpbench: mesh interrupted: "), err
+    assert "interrupted" in json.loads((tmp_path / "m.json").read_text())["meta"]
+    assert lab_namespaces(mesh.pid) == set() and dask_processes() <= before_procs

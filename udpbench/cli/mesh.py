@@ -70,8 +70,26 @@ def run(args) -> int:
                                wait_workers=args.wait_workers, output=output,
                                connect_timeout=args.connect_timeout)
     on_pair = _print_pair if args.progress else None
-    result = mesh.mesh(args.scheduler, options, on_pair=on_pair,
-                       on_notice=lambda text: print(f"udpbench: {text}", file=sys.stderr))
+    try:
+        result = mesh.mesh(args.scheduler, options, on_pair=on_pair,
+                           on_notice=lambda text: print(f"udpbench: {text}", file=sys.stderr))
+    except mesh.MeshInterrupted as stop:
+        done = stop.result
+        _print_result(args, done)
+        planned = sum(len(r) for r in done.meta["schedule"])
+        where = f", saved in {done.saved.with_suffix('.json')}" if done.saved else ""
+        print(f"udpbench: mesh interrupted: {len(done.pairs)} of {planned} pairs finished{where}", file=sys.stderr)
+        return 130
+    _print_result(args, result)
+    failed = [p for p in result.pairs if p["status"] != "ok"]
+    if failed:
+        print(f"udpbench: partial result: {len(failed)} of {len(result.pairs)} pairs failed "
+              f"({failed[0]['src']}->{failed[0]['dst']}: {failed[0]['reason']})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_result(args, result) -> None:
     if args.json:
         print(json.dumps({"meta": result.meta, "rows": result.rows}, default=str))
     else:
@@ -80,12 +98,6 @@ def run(args) -> int:
         print(f"saved {result.saved} and {result.saved.with_suffix('.json')}", file=sys.stderr)
     if args.plot and result.pairs:
         print(f"wrote {matrix.heatmap(result.meta, result.rows, args.plot)}", file=sys.stderr)
-    failed = [p for p in result.pairs if p["status"] != "ok"]
-    if failed:
-        print(f"udpbench: partial result: {len(failed)} of {len(result.pairs)} pairs failed "
-              f"({failed[0]['src']}->{failed[0]['dst']}: {failed[0]['reason']})", file=sys.stderr)
-        return 1
-    return 0
 
 
 def _run_lab(args, output: Path) -> int:
@@ -131,6 +143,10 @@ def format_summary(meta: dict, rows: list[dict]) -> str:
     panels = [("path MTU", "path_mtu", lambda v: f"{v}"),
               ("goodput Mbit/s at the largest unfragmented size", "goodput_bps", lambda v: f"{v / 1e6:.1f}"),
               ("loss %", "loss_ratio", lambda v: f"{100 * v:.2f}")]
+    bases = matrix.delay_bases(table)
+    if bases:  # several bases: each cell says its own, by initial (README: owd_basis)
+        legend = ", ".join(f"{b[0]} {b}" for b in bases) if len(bases) > 1 else bases[0]
+        panels.append((f"p99 one-way delay us ({legend})", "owd_p99_us", lambda v: f"{v:.0f}"))
     for title, key, fmt in panels:
         if meta.get("mtu_only") and key != "path_mtu":
             continue
@@ -148,6 +164,8 @@ def format_summary(meta: dict, rows: list[dict]) -> str:
                     text = "?" if value is None else fmt(value)
                     flag = {"path_mtu": "mtu", "loss_ratio": "loss"}.get(key)
                     text += "*" if flag in marks.get((src, dst), []) else ""
+                    if key == "owd_p99_us" and value is not None and len(bases) > 1:
+                        text += f" {cell['owd_basis'][0]}"
                 cells.append(f"{text:>{width}}")
             lines.append(f"{src:<{width}}" + "".join(cells))
     for a, b, what in matrix.asymmetric(table):

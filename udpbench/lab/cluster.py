@@ -8,6 +8,7 @@ measures (docs/mesh.md). Logs go to files in a temporary directory, not pipes no
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,7 @@ from udpbench.lab.system import stop_process
 
 SCHEDULER_PORT = 8786  # Dask's own default; the router's namespace has nothing else on it
 START_TIMEOUT = 30.0  # seconds for the scheduler to listen (a loaded 2-CPU machine is slow)
+INTERRUPT_GRACE = 20.0  # seconds a Ctrl-C'd mesh has to save and stop its servers
 
 
 class LabCluster:
@@ -41,8 +43,10 @@ class LabCluster:
 
     def _popen(self, node: str, argv: list[str], log: str) -> subprocess.Popen:
         with open(self.logs / log, "wb") as out:
+            # A session of its own: a Ctrl-C at the terminal reaches the mesh, which still needs
+            # the workers to stop its servers; the cluster is stopped after it, by PID.
             return self.lab.popen(node, [sys.executable, "-m", *argv], stdout=out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
 
     def start(self) -> LabCluster:
         try:
@@ -113,4 +117,17 @@ def run_mesh_in_lab(hosts: int, links: dict[str, dict] | None, mesh_argv: list[s
     with lab, LabCluster(lab) as cluster:
         argv = [sys.executable, "-m", "udpbench", "mesh", "--scheduler", cluster.scheduler,
                 "--wait-workers", str(len(lab.hosts)), *mesh_argv]
-        return lab.run("router", argv, stdin=subprocess.DEVNULL).returncode
+        # Its own session, so that a Ctrl-C reaches it exactly once: passed on from here.
+        mesh = lab.popen("router", argv, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            return mesh.wait()
+        except KeyboardInterrupt:
+            mesh.send_signal(signal.SIGINT)
+            try:  # it saves what it measured and stops its servers, then exits 130
+                return mesh.wait(timeout=INTERRUPT_GRACE)
+            except subprocess.TimeoutExpired:
+                stop_process(mesh, grace=1.0)
+                raise KeyboardInterrupt from None
+        finally:
+            if mesh.poll() is None:
+                stop_process(mesh, grace=1.0)

@@ -23,10 +23,9 @@ import sys
 from typing import Any
 
 from udpbench.errors import UserError
-from udpbench.lab import topology
-from udpbench.lab.system import (BLOCK_ICMP_COMMENT, LOSS_COMMENT, NFT_ICMP_TABLE, cmd as _cmd,
-                                 end_processes_in, loads as _loads, loss_table, nft_block_icmp_body,
-                                 nft_loss_body, stop_process, tool as _tool)
+from udpbench.lab import status, topology
+from udpbench.lab.system import (NFT_ICMP_TABLE, cmd as _cmd, end_processes_in, loss_table,
+                                 nft_block_icmp_body, nft_loss_body, stop_process, tool as _tool)
 from udpbench.lab.topology import (DEFAULT_MTU, DEFAULT_PREFIX, HOST_INTERFACE, IPV6_MIN_MTU,  # noqa: F401
                                    Impairments, Link, format_rate, parse_rate)
 
@@ -44,10 +43,6 @@ def _is_root() -> bool:
 def _require_root() -> None:
     if not _is_root():
         raise UserError("the lab needs root (it creates network namespaces): run it with sudo")
-
-
-def _ip_json(argv: list[str]) -> list:
-    return _loads(_cmd(argv, what=f"read {' '.join(argv[3:])}").stdout, [])
 
 
 class Lab:
@@ -380,7 +375,7 @@ class Lab:
                 _cmd(["ip", "-n", self.ns(node), family, "route", "flush", "cache"],
                      what=f"flush the route cache in {self.ns(node)}")
 
-    # ---- reading the kernel --------------------------------------------------------------
+    # ---- reading the kernel (lab/status.py) ------------------------------------------------
 
     def impairments(self) -> Impairments:
         """The impairments in force on the last host's link (the server's), read from the kernel."""
@@ -393,71 +388,11 @@ class Lab:
         return {host: self._read_link(host)[0] for host in self.hosts}
 
     def _read_impairments(self) -> tuple[Impairments, str | None]:
-        link, method, block = self._read_link(self.hosts[-1])
-        return Impairments(mtu=link.mtu, loss=link.loss, rate=link.rate, block_icmp=block), method
+        return status.read_impairments(self)
 
     def _read_link(self, host: str) -> tuple[Link, str | None, bool]:
-        router, dev = self.ns("router"), topology.router_interface(host)
-        found = _ip_json(["ip", "-n", router, "-j", "link", "show", "dev", dev])
-        mtu = int(found[0]["mtu"]) if found else DEFAULT_MTU
-        rate, loss, method = None, 0.0, None
-        if shutil.which("tc"):
-            out = _cmd(["tc", "-n", router, "-j", "qdisc", "show", "dev", dev], what="", check=False)
-            for qdisc in _loads(out.stdout, []):
-                options = qdisc.get("options") or {}
-                if qdisc.get("kind") == "tbf" and options.get("rate"):
-                    rate = int(options["rate"]) * 8  # tc reports bytes/s
-                if qdisc.get("kind") == "netem" and options.get("loss-random"):
-                    loss, method = float(options["loss-random"].get("loss", 0)) * 100, "netem"
-        block = False
-        if shutil.which("nft"):
-            out = self.run("router", ["nft", "-j", "list", "ruleset"], capture_output=True, text=True,
-                           timeout=20)
-            for item in _loads(out.stdout, {}).get("nftables", []):
-                rule = item.get("rule") or {}
-                comment = rule.get("comment", "")
-                if comment.startswith(LOSS_COMMENT) and rule.get("table") in (loss_table(dev), None):
-                    loss, method = float(comment[len(LOSS_COMMENT):]), "nftables"
-                elif comment == BLOCK_ICMP_COMMENT:
-                    block = True
-        return Link(mtu=mtu, loss=round(loss, 6), rate=rate), method, block
+        return status.read_link(self, host)
 
     def status(self) -> dict:
         """Everything ``lab status`` shows, as plain data."""
-        present = self.existing_namespaces()
-        result: dict[str, Any] = {"prefix": self.prefix, "up": sorted(present) == sorted(self.namespaces.values()),
-                                  "hosts": list(self.hosts), "namespaces": {}}
-        if present and not result["up"]:
-            result["partial"] = present
-        if not result["up"]:
-            return result
-        peers = {topology.router_interface(h): h for h in self.hosts}
-        for node in self.nodes:
-            interfaces = []
-            for entry in _ip_json(["ip", "-n", self.ns(node), "-j", "addr", "show"]):
-                if entry.get("ifname") == "lo":
-                    continue
-                addresses = [a for a in entry.get("addr_info", []) if a.get("scope") == "global"]
-                peer = "router" if node != "router" else peers.get(entry["ifname"])
-                interfaces.append({
-                    "name": entry["ifname"],
-                    "peer": peer,
-                    "mtu": entry.get("mtu"),
-                    "state": entry.get("operstate"),
-                    "ipv4": [f"{a['local']}/{a['prefixlen']}" for a in addresses if a.get("family") == "inet"],
-                    "ipv6": [f"{a['local']}/{a['prefixlen']}" for a in addresses if a.get("family") == "inet6"],
-                })
-            interfaces.sort(key=lambda i: self.nodes.index(i["peer"]) if i["peer"] in self.nodes else 0)
-            result["namespaces"][node] = {"name": self.ns(node), "interfaces": interfaces}
-        result["links"] = {}
-        for host in self.hosts:
-            link, method, block = self._read_link(host)
-            result["links"][host] = {"mtu": link.mtu, "loss_percent": link.loss, "loss_method": method,
-                                     "rate_bps": link.rate}
-        last = self.hosts[-1]
-        result["impairments"] = {
-            "link": f"router/{topology.router_interface(last)} -> {last}",
-            **result["links"][last],
-            "block_icmp": block,
-        }
-        return result
+        return status.status(self)

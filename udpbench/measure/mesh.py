@@ -14,6 +14,7 @@ progress goes to ``on_pair`` and notices to ``on_notice``. See docs/mesh.md.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import errno
 import time
@@ -75,6 +76,15 @@ class MeshResult:
         return any(p["status"] != "ok" for p in self.pairs)
 
 
+class MeshInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a mesh: ``result`` holds the pairs finished before it, saved; the servers
+    the mesh started are stopped by the time this reaches the caller."""
+
+    def __init__(self, result: MeshResult):
+        super().__init__()
+        self.result = result
+
+
 # ---- in the workers ------------------------------------------------------------------------
 
 _SERVERS: dict[int, object] = {}  # port -> the Server this worker process started
@@ -90,10 +100,17 @@ def worker_address(contact: str) -> str:
 
 def start_server(port: int, token: str | None, max_rate_bps: float, dask_worker=None) -> dict:
     """Run in every worker by ``client.run``: a udpbench server on the worker's address."""
+    # client.run calls this on the worker's event loop, where the server's netlink queries
+    # (pyroute2 runs an asyncio loop of its own) cannot run: build it in a thread of its own.
+    address = worker_address(dask_worker.address)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(_start_server, address, port, token, max_rate_bps).result()
+
+
+def _start_server(address: str, port: int, token: str | None, max_rate_bps: float) -> dict:
     from udpbench.transport.client import Client, ServerAbsent
     from udpbench.transport.server import Server
 
-    address = worker_address(dask_worker.address)
     if port in _SERVERS:
         return {"address": address, "server": "started"}
     try:
@@ -123,24 +140,30 @@ def measure_pair(destination: str, opts: MeshOptions) -> dict:
 
 
 def _measure_with_library(destination: str, opts: MeshOptions) -> tuple[dict, list[dict]]:
-    # The one adapter to today's measurement functions (to become udpbench.path_mtu/blast).
+    # The one place the mesh measures: the library's path_mtu, then a blast per size. The rows
+    # are the library's own (Row.as_dict); the orchestrator only adds src, dst and round.
+    from udpbench.measure.path_mtu import path_mtu
     from udpbench.measure.sweep import default_rate
-    from udpbench.protocol import frag
     from udpbench.transport.client import Client
-    from udpbench.measure.path_mtu import sweep_path_mtu
     from udpbench.transport.streams import blast_streams
 
-    with Client(destination, opts.port, token=opts.token or "") as client:
-        found = sweep_path_mtu(client, False, timeout=None)
-        if opts.mtu_only:
-            return found, []
-        sizes = opts.sizes or [frag.max_unfragmented_payload(found["path_mtu"], client.v6)]
+    token = opts.token or ""
+    # Both methods: the echo answer is exact (acknowledged probes, RFC 8899) and the ICMP one
+    # beside it reveals a black hole (RFC 2923), a thing worth seeing in a matrix.
+    found = path_mtu(destination, method="both", port=opts.port, token=token)
+    if found.path_mtu is None:
+        raise MeasurementError(f"no path MTU to {destination}: " + ("; ".join(found.warnings) or "no probe answered"))
+    mtu = {"path_mtu": found.path_mtu, "mtu_method": "echo" if found.echo_mtu else "icmp",
+           "black_hole": found.black_hole, "icmp_mtu": found.icmp_mtu, "echo_mtu": found.echo_mtu}
+    if opts.mtu_only:
+        return mtu, []
+    rows = []
+    with Client(destination, opts.port, token=token) as client:
         rate = opts.rate if opts.rate is not None else default_rate(client.server_addr[0])
-        rows = []
-        for size in sizes:
-            row = blast_streams(client, 1, size, opts.duration, rate, opts.engine, path_mtu=found["path_mtu"])
+        for size in opts.sizes or [found.max_payload]:
+            row = blast_streams(client, 1, size, opts.duration, rate, opts.engine, path_mtu=found.path_mtu)
             rows.append(row.as_dict() if hasattr(row, "as_dict") else results.public(row))
-    return found, rows
+    return mtu, rows
 
 
 # ---- the orchestrator ----------------------------------------------------------------------
@@ -200,7 +223,8 @@ def mesh(scheduler: str, options: MeshOptions | None = None, *,
          on_notice: Callable[[str], None] | None = None) -> MeshResult:
     """Measure every ordered pair of the cluster's workers. A pair that fails (its worker lost,
     a timeout, an error) is marked failed with the reason and the rest go on; the result is
-    saved after every pair. Ctrl-C stops the servers started and keeps what was measured."""
+    saved after every pair. Ctrl-C stops the servers started and raises MeshInterrupted, whose
+    ``result`` is what was measured (saved too)."""
     opts = options or MeshOptions()
     client = connect(scheduler, opts.connect_timeout)
     try:
@@ -213,8 +237,13 @@ def mesh(scheduler: str, options: MeshOptions | None = None, *,
         hosts = hosts_of(_workers(client))
         if len(hosts) < 2:
             raise UserError(f"the cluster at {scheduler} has {len(hosts)} worker(s): a mesh needs two")
-        started = client.run(start_server, opts.port, opts.token, opts.max_rate_bps)
         try:
+            try:
+                started = client.run(start_server, opts.port, opts.token, opts.max_rate_bps)
+            except (UserError, MeasurementError):
+                raise
+            except Exception as exc:
+                raise MeasurementError(f"could not start the udpbench servers in the workers: {_reason(exc)}") from None
             return _run(client, scheduler, hosts, started, opts, on_pair, on_notice)
         finally:
             try:
@@ -244,6 +273,7 @@ def _run(client, scheduler, hosts, started, opts, on_pair, on_notice) -> MeshRes
     rows: list[dict] = []
     saved: Path | None = None
     lost: dict[str, str] = {}  # worker -> why it is gone
+    running: dict[tuple[str, str], tuple] = {}  # (src, dst) -> (future, record, deadline)
 
     def checkpoint():
         nonlocal saved
@@ -252,8 +282,7 @@ def _run(client, scheduler, hosts, started, opts, on_pair, on_notice) -> MeshRes
 
     def finish(record: dict, outcome: dict | None = None):
         if outcome is not None:
-            record.update(status="ok", path_mtu=outcome["mtu"]["path_mtu"], mtu_method=outcome["mtu"]["mtu_method"],
-                          black_hole=outcome["mtu"]["black_hole"])
+            record.update(status="ok", **outcome["mtu"])
             for row in outcome["rows"]:
                 rows.append({**row, "src": record["src"], "dst": record["dst"], "round": record["round"],
                              "src_address": by_name[record["src"]]["address"],
@@ -298,9 +327,11 @@ def _run(client, scheduler, hosts, started, opts, on_pair, on_notice) -> MeshRes
                         continue
                     del running[(src, dst)]
     except KeyboardInterrupt:
+        for future, _, _ in running.values():
+            future.cancel()
         meta["interrupted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         checkpoint()
-        raise
+        raise MeshInterrupted(MeshResult(meta, rows, saved)) from None
     meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     checkpoint()
     return MeshResult(meta, rows, saved)

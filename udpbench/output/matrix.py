@@ -1,5 +1,5 @@
-"""The mesh as matrices: path MTU, goodput at the largest unfragmented size and loss for every
-(source, destination), the cells that stand out, the pairs whose two directions differ, and a
+"""The mesh as matrices: path MTU, goodput at the largest unfragmented size, loss and p99 one-way
+delay (where the rows have it) for every (source, destination), the cells that stand out, the pairs whose two directions differ, and a
 heatmap. Reads a mesh result's ``meta`` and rows; never measures.
 """
 from __future__ import annotations
@@ -13,11 +13,12 @@ ASYMMETRIC_LOSS = 0.005  # or whose loss differs by half a percentage point
 
 
 def cells(meta: dict, rows: list[dict]) -> dict[tuple[str, str], dict]:
-    """{(src, dst): {status, reason, path_mtu, goodput_bps, loss_ratio, size}} for every pair."""
+    """{(src, dst): {status, reason, path_mtu, goodput_bps, loss_ratio, owd_p99_us, owd_basis, size}}
+    for every pair; the figures are those of the largest unfragmented size, None where absent."""
     out = {}
     for pair in meta.get("pairs", []):
         cell = {"status": pair["status"], "reason": pair.get("reason"), "path_mtu": pair.get("path_mtu"),
-                "goodput_bps": None, "loss_ratio": None, "size": None}
+                "goodput_bps": None, "loss_ratio": None, "owd_p99_us": None, "owd_basis": None, "size": None}
         mine = [r for r in rows if r.get("src") == pair["src"] and r.get("dst") == pair["dst"]]
         if mine and pair.get("path_mtu"):
             # The largest payload that still fits one packet: the figure that says what the path
@@ -25,6 +26,8 @@ def cells(meta: dict, rows: list[dict]) -> dict[tuple[str, str], dict]:
             fits = [r for r in mine if not r.get("fragments") or r["fragments"] <= 1] or mine
             best = max(fits, key=lambda r: r["size"])
             cell.update(goodput_bps=best.get("goodput_bps"), loss_ratio=best.get("loss_ratio"), size=best["size"])
+            if best.get("owd_basis") and best.get("received"):  # no datagram arrived: no delay to show
+                cell.update(owd_p99_us=best.get("owd_p99_us"), owd_basis=best["owd_basis"])
         out[(pair["src"], pair["dst"])] = cell
     return out
 
@@ -67,6 +70,12 @@ def asymmetric(table: dict[tuple[str, str], dict]) -> list[tuple[str, str, str]]
     return found
 
 
+def delay_bases(table: dict[tuple[str, str], dict]) -> list[str]:
+    """The ``owd_basis`` values among the cells (README's field table), in order; [] if none has a
+    one-way delay. ``relative`` delays are less the smallest one, so they compare within a row only."""
+    return sorted({c["owd_basis"] for c in table.values() if c["owd_basis"] and c["owd_p99_us"] is not None})
+
+
 def heatmap(meta: dict, rows: list[dict], path: str | Path) -> Path:
     """Path MTU, goodput and loss as three source×destination heatmaps in one image."""
     import matplotlib
@@ -79,13 +88,16 @@ def heatmap(meta: dict, rows: list[dict], path: str | Path) -> Path:
     hosts = [h["host"] for h in meta["hosts"]]
     panels = [("path MTU (bytes)", "path_mtu", 1.0), ("goodput (Mbit/s)", "goodput_bps", 1e-6),
               ("loss (%)", "loss_ratio", 100.0)]
+    bases = delay_bases(table)
+    if bases:
+        panels.append((f"p99 one-way delay (µs, {', '.join(bases)})", "owd_p99_us", 1.0))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4), constrained_layout=True)
     for ax, (title, key, scale) in zip(axes, panels):
         grid = np.full((len(hosts), len(hosts)), np.nan)
         for (src, dst), cell in table.items():
             if cell[key] is not None:
                 grid[hosts.index(src), hosts.index(dst)] = cell[key] * scale
-        image = ax.imshow(grid, cmap="viridis_r" if key == "loss_ratio" else "viridis")
+        image = ax.imshow(grid, cmap="viridis_r" if key in ("loss_ratio", "owd_p99_us") else "viridis")
         for i in range(len(hosts)):
             for j in range(len(hosts)):
                 text = "" if np.isnan(grid[i, j]) else f"{grid[i, j]:.{0 if key == 'path_mtu' else 1}f}"
