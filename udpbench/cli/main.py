@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from udpbench.transport import mtu
     from udpbench.transport import ping
     from udpbench.output import plot
-    from udpbench.transport import server
+    from udpbench.cli import serve as server
     from udpbench.cli import show
     from udpbench.measure import sweep
     for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab):

@@ -29,7 +29,7 @@ from udpbench.protocol import wire
 from udpbench.errors import MeasurementError, UserError
 from udpbench.protocol.units import port_number, seconds_between
 
-DEFAULT_PORT = 1060  # the server's (server.DEFAULT_PORT; not imported: server imports this module)
+DEFAULT_PORT = control.DEFAULT_PORT  # the server's; one owner: protocol/control.py
 DEFAULT_BROADCAST = "127.255.255.255"  # loopback's broadcast address: every server on this machine
 LIMITED_BROADCAST = "255.255.255.255"
 # The request is padded so the reply (header + a ~70-byte JSON body) always fits inside it:

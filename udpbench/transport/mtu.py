@@ -685,7 +685,7 @@ def discover(host: str, opts: Options, client=None) -> dict:
     it; otherwise connect (an embedded server for a loopback host when the echo method needs one)."""
     from udpbench.measure.embedded import connect
     from udpbench.transport.client import Client, ServerAbsent, resolve
-    from udpbench.transport.server import DEFAULT_PORT
+    from udpbench.protocol.control import DEFAULT_PORT
 
     port = opts.port or DEFAULT_PORT
     started = time.monotonic()
@@ -835,7 +835,7 @@ def sweep_path_mtu(client, loopback: bool, timeout: float | None = None) -> dict
 
 
 def add_parser(commands) -> None:
-    from udpbench.transport.server import DEFAULT_PORT
+    from udpbench.protocol.control import DEFAULT_PORT
 
     p = commands.add_parser(
         "mtu", help="find the path MTU: by ICMP (like tracepath) and by echo probing a udpbench server",

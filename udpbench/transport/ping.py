@@ -32,7 +32,8 @@ from udpbench.linux import sockopts
 from udpbench.protocol import wire
 from udpbench.transport.client import Client, format_hostport
 from udpbench.errors import MeasurementError, UserError, errno_name
-from udpbench.transport.server import DEFAULT_PORT, MAX_DURATION_S
+from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.protocol.grant import MAX_DURATION_S
 from udpbench.protocol.units import port_number, seconds_between
 
 DEFAULT_COUNT = 5
