@@ -236,6 +236,7 @@ def test_shared_counters_change_only_under_the_lock(make_server, monkeypatch, wa
         with pytest.raises(control.PeerError, match="requires a token"):
             first.recv()
         first.close()
+        assert wait_for(lambda: server.active_sessions == 0)
         monkeypatch.setattr(server_module.conversation.ServerConversation, "on_hello",
                             lambda *a: 1 / 0)  # a bug in a handler: an internal error
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)

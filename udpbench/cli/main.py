@@ -21,14 +21,17 @@ def build_parser() -> argparse.ArgumentParser:
     # Each module owns its command: arguments and a run(args) -> int.
     from udpbench.cli import blast
     from udpbench.transport import discover
-    from udpbench.lab import lab
-    from udpbench.transport import mtu
-    from udpbench.transport import ping
+    from udpbench.cli import lab
+    from udpbench.cli import mesh
+    from udpbench.cli import mtu
+    from udpbench.cli import ping
     from udpbench.output import plot
     from udpbench.cli import serve as server
     from udpbench.cli import show
+    from udpbench.cli import exporter
     from udpbench.measure import sweep
-    for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab):
+    from udpbench.cli import capacity
+    for module in (sweep, blast, capacity, mtu, ping, server, discover, show, plot, lab, mesh, exporter):
         module.add_parser(commands)
     return parser
 

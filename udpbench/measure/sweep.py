@@ -15,7 +15,7 @@ from udpbench.protocol import frag
 from udpbench.output import plot
 from udpbench.output import results
 from udpbench.protocol import wire
-from udpbench.transport import mtu as path_mtu
+from udpbench.measure import path_mtu
 from udpbench.measure.embedded import connect
 from udpbench.linux.sockopts import is_loopback
 from udpbench.transport.client import DEFAULT_LAN_RATE_BPS

@@ -13,8 +13,9 @@ from udpbench._version import __version__
 from udpbench.engine import _fast
 from udpbench.protocol import control
 from udpbench.engine import choice as engines
-from udpbench.protocol import frag
+from udpbench.protocol import delay, frag
 from udpbench.linux import counters as kernel
+from udpbench.linux import host as this_host
 from udpbench.linux import sockopts
 from udpbench.protocol import loss as stats
 from udpbench.protocol import wire
@@ -441,11 +442,11 @@ def make_row(client: Client, size: int, engine: "engines.Choice | str", duration
         "longest_loss_burst": report.get("max_gap", 0),
         "max_reorder_distance": report.get("max_reorder", 0),
         "tx_pps": sent / elapsed,
-        "rx_pps": received / elapsed,
         "tx_bps": tx_bps,
-        "goodput_bps": received * size * 8 / elapsed,
-        "wire_bps": received * wire_per_datagram * 8 / elapsed,
+        **delay.received_rates(report, size, wire_per_datagram, elapsed),
         "jitter_ms": report.get("jitter_ms", 0.0),
+        **delay.delay_fields(report, same_clock=_same_clock(report)),
+        **delay.episode_fields(report),
         "delay_spread_ms": span_ns / 1e6 if received else 0.0,
         "path_mtu": mtu,
         "sender_mtu": sender_mtu or mtu,
@@ -471,6 +472,12 @@ def make_row(client: Client, size: int, engine: "engines.Choice | str", duration
         "receiver_counters": receiver_counters,
         "drain_s": report.get("drain_s", 0.0),
     }
+
+
+def _same_clock(report: dict) -> bool:
+    """Both ends read one CLOCK_REALTIME: the server's kernel is this one (loopback, the lab)."""
+    theirs = report.get("clock_domain")
+    return bool(theirs) and theirs == this_host.clock_domain()
 
 
 def socket_drops_datagrams(report: dict) -> int | None:

@@ -13,6 +13,7 @@ import time
 
 from udpbench.engine._fast import Receiver
 from udpbench.linux import counters as kernel
+from udpbench.linux import host as this_host
 from udpbench.linux import sockopts
 from udpbench.linux.receive_socket import enable_receive_options, set_receive_buffer
 from udpbench.protocol import wire
@@ -93,6 +94,7 @@ class Measurement:
             kernel=kernel.delta(self.counters_before, kernel.snapshot(self.v6)),
             drain_s=round(drain_s, 4),
             rcvbuf=self.rcvbuf,
+            clock_domain=this_host.clock_domain(),
         )
         if self.failure is not None:
             report["receive_error"] = str(self.failure)
