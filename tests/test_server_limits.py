@@ -125,22 +125,6 @@ def test_an_empty_token_is_refused_by_the_library_and_by_serve():
     assert proc.stderr.count("\n") == 1 and "--token is empty" in proc.stderr, proc.stderr
 
 
-def test_an_echo_session_answers_one_port_of_its_owner(make_server):
-    server = make_server()
-    channel = hello(server.port)
-    channel.send({"type": "START", "session": 24, "mode": "echo", "duration_s": 5})
-    channel.expect("STARTED")
-    with echo_socket(server.port) as own, echo_socket(server.port) as other:
-        own.send(wire.datagram(wire.Kind.ECHO, 24, 1, 64))
-        assert len(replies(own)) == 1
-        foreign = server.foreign
-        other.send(wire.datagram(wire.Kind.ECHO, 24, 2, 64))  # same address, another port
-        other.send(wire.datagram(wire.Kind.PROBE, 24, 3, 64))
-        assert replies(other) == []
-        assert server.foreign == foreign + 2
-    channel.close()
-
-
 def test_an_echo_session_bound_to_its_named_client_port(make_server):
     server = make_server()
     with echo_socket(server.port) as own, echo_socket(server.port) as first:
@@ -148,9 +132,12 @@ def test_an_echo_session_bound_to_its_named_client_port(make_server):
         channel.send({"type": "START", "session": 25, "mode": "echo", "duration_s": 5,
                       "client_port": own.getsockname()[1]})
         channel.expect("STARTED")
-        first.send(wire.datagram(wire.Kind.ECHO, 25, 1, 64))  # first, but not the named port
+        foreign = server.foreign
+        first.send(wire.datagram(wire.Kind.ECHO, 25, 1, 64))  # the owner's address, another port
+        first.send(wire.datagram(wire.Kind.PROBE, 25, 2, 64))
         assert replies(first) == []
-        own.send(wire.datagram(wire.Kind.ECHO, 25, 2, 64))
+        assert server.foreign == foreign + 2
+        own.send(wire.datagram(wire.Kind.ECHO, 25, 3, 64))
         assert len(replies(own)) == 1
         channel.close()
 

@@ -124,10 +124,9 @@ class EchoCounts:
 class EchoSession:
     """An echo session: whose probes and echo requests the shared socket answers, and how many.
 
-    It is bound to its owner's address and port. The port is the START's ``client_port`` when
-    the client names it; otherwise the source port of the first datagram of the session from
-    the owner's address, and no other port after that (docs/security.md, "No reflection").
-    Only the service thread changes it once it is registered.
+    It is bound to its owner's address, and to the port the START names in ``client_port``.
+    A START without one (today's ping and path-MTU clients, which probe one session from more
+    than one socket) binds the address only (docs/security.md, "No reflection").
     """
 
     def __init__(self, session: int, address: str, port: int | None, counts: EchoCounts, budget: ReplyBudget):
@@ -138,9 +137,5 @@ class EchoSession:
         self.budget = budget
 
     def owns(self, addr: tuple) -> bool:
-        """Whether a datagram from ``addr`` belongs to this session (latching the port once)."""
-        if addr[0] != self.address:
-            return False
-        if self.port is None:
-            self.port = addr[1]
-        return addr[1] == self.port
+        """Whether a datagram from ``addr`` belongs to this session."""
+        return addr[0] == self.address and (self.port is None or addr[1] == self.port)
