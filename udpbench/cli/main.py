@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     # Each module owns its command: arguments and a run(args) -> int.
     from udpbench.cli import blast
-    from udpbench.transport import discover
+    from udpbench.cli import discover
     from udpbench.cli import lab
     from udpbench.cli import mesh
     from udpbench.cli import mtu

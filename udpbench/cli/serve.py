@@ -5,12 +5,11 @@ import sys
 
 from udpbench._version import __version__
 from udpbench.errors import UserError
-from udpbench.linux import sockopts
-from udpbench.protocol import control
+from udpbench.linux import interfaces, sockopts
+from udpbench.protocol import control, discovery
 from udpbench.protocol.control import DEFAULT_PORT
 from udpbench.protocol.grant import MAX_DURATION_S, MAX_RCVBUF, SESSION_GRACE_S
 from udpbench.protocol.units import format_rate, parse_rate, positive_seconds, whole_number_between
-from udpbench.transport import discover
 from udpbench.transport.server import Server, check_drop
 
 
@@ -80,7 +79,7 @@ def describe_listening(server: Server) -> list[str]:
     wildcard = server.bind in (None, "", "*")
     if wildcard:
         try:
-            reachable = [a.address for a in discover.interface_addresses()
+            reachable = [a.address for a in interfaces.interface_addresses()
                          if not a.address.startswith("fe80:")]
         except OSError:
             reachable = []
@@ -88,7 +87,7 @@ def describe_listening(server: Server) -> list[str]:
             lines.append(f"  all interfaces: reachable at {', '.join(reachable)}")
     else:
         address = server.listeners[0][0].getsockname()[0]
-        entry = discover.owner_of(address)
+        entry = interfaces.owner_of(address)
         if sockopts.is_loopback(address):
             lines.append(f"  bound to {address}: this machine only")
         elif entry is not None:
@@ -99,6 +98,9 @@ def describe_listening(server: Server) -> list[str]:
                      f"({', '.join(server.discovery_addresses)})")
     elif server.discovery_addresses:
         lines.append("  answers discovery broadcasts arriving on any interface")
+    if server.discovery_group_interfaces:
+        lines.append(f"  answers IPv6 discovery to {discovery.MULTICAST_GROUP_V6} on "
+                     f"{', '.join(server.discovery_group_interfaces)}")
     if server.token:
         lines.append("  token required: clients prove it with HMAC-SHA256")
     else:

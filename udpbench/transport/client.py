@@ -74,6 +74,7 @@ class Client:
             raise ServerAbsent(f"cannot reach {where}: {exc.strerror}") from None
         self.channel = Channel(sock, timeout=REPORT_TIMEOUT_S)
         self.local_addr = sock.getsockname()[0]
+        self._local_scope = sock.getsockname()[2:]  # IPv6 flow info and zone: a link-local address needs its zone
         try:
             self.channel.send({"type": "HELLO", "version": control.PROTOCOL_VERSION,
                                "client": f"udpbench {__version__}"})
@@ -146,7 +147,7 @@ class Client:
     def data_socket(self) -> socket.socket:
         """A UDP socket connected to the server's port, bound to the control connection's address."""
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
-        sock.bind((self.local_addr, 0))
+        sock.bind((self.local_addr, 0, *self._local_scope))
         sock.connect(self.server_addr)
         return sock
 

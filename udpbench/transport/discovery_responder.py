@@ -2,19 +2,22 @@
 
 Discovery needs no session, so anyone who reaches the port gets an answer; the reply says that
 a udpbench server listens there and on which port, nothing else (docs/security.md, "Discovery").
-The request and reply formats and the client side are in ``discover.py``.
+The request and reply formats are in ``protocol/discovery.py``, the searching side in ``finder.py``.
+A wildcard server joins the IPv6 link-local group ``discovery.MULTICAST_GROUP_V6`` on every
+up multicast interface and answers there by the same rules.
 """
 from __future__ import annotations
 
 import socket
+import time
 
+from udpbench.linux import interfaces, sockopts
 from udpbench.linux.receive_socket import enable_pktinfo, send_from
-from udpbench.protocol import wire
-from udpbench.transport import discover
+from udpbench.protocol import discovery, wire
 
 
 class DiscoveryResponder:
-    """Answers DISCOVER for one server: at most ``discover.REPLY_RATE`` replies a second in all.
+    """Answers DISCOVER for one server: at most ``discovery.REPLY_RATE`` replies a second in all.
 
     Methods return True for a datagram that was not a discovery request the server answers
     (the caller counts it as foreign); a request refused by the rate limit is not foreign.
@@ -23,13 +26,14 @@ class DiscoveryResponder:
     def __init__(self, port: int, log=None):
         self.port = port
         self.log = log  # a callable taking one line, or None
-        self.limit = discover.TokenBucket()
+        self.limit = discovery.ReplyBucket(time.monotonic())
         self.answered = 0
         self.limited = 0
         # Sockets that hear broadcasts for a server bound to one address:
         # (socket, the listener to reply from, the interface index the broadcast must arrive on)
         self.sockets: list[tuple[socket.socket, socket.socket, int]] = []
-        self.interface: discover.InterfaceAddress | None = None
+        self.interface: interfaces.InterfaceAddress | None = None
+        self.group_interfaces: list[str] = []  # where the IPv6 discovery group was joined
 
     def listen(self, reply_sock: socket.socket) -> None:
         """Bound to one IPv4 address, the listener hears no broadcasts: add sockets that do.
@@ -39,7 +43,7 @@ class DiscoveryResponder:
         DISCOVER only, and only when it arrived on the bound address's interface: a server
         bound to 127.0.0.1 answers loopback broadcasts, never one from the LAN.
         """
-        found = discover.broadcast_targets(reply_sock.getsockname()[0])
+        found = interfaces.broadcast_targets(reply_sock.getsockname()[0])
         if found is None:
             return
         entry, targets = found
@@ -58,6 +62,12 @@ class DiscoveryResponder:
             self.sockets.append((sock, reply_sock, entry.ifindex))
         if self.sockets:
             self.interface = entry
+
+    def join_group(self, listeners: list[tuple[socket.socket, socket.socket]]) -> None:
+        """A wildcard server: join the IPv6 discovery group on the IPv6 listener's interfaces."""
+        for _, udp in listeners:
+            if udp.family == socket.AF_INET6:
+                self.group_interfaces = interfaces.join_group_v6(udp, discovery.MULTICAST_GROUP_V6)
 
     def addresses(self, listeners: list[tuple[socket.socket, socket.socket]]) -> list[str]:
         """Where discovery broadcasts are heard: the bound broadcast addresses, or all interfaces."""
@@ -85,12 +95,12 @@ class DiscoveryResponder:
 
     def answer(self, sock: socket.socket, header: wire.Header, size: int, addr, pktinfo) -> bool:
         """A small reply, at most REPLY_RATE a second in all, never larger than the request."""
-        if sock.family != socket.AF_INET:
-            return True  # discovery is IPv4 broadcast only
-        data = discover.reply(header, size, self.port)
+        if pktinfo is not None and pktinfo[1] == sockopts.IPV6_PKTINFO and pktinfo[3][:1] == b"\xff":
+            pktinfo = None  # to our multicast group: the kernel picks the source (never a group)
+        data = discovery.reply(header, size, self.port)
         if data is None:
             return True
-        if not self.limit.take():
+        if not self.limit.take(time.monotonic()):
             self.limited += 1
             return False
         try:

@@ -113,6 +113,8 @@ class Server:
         self.discovery = DiscoveryResponder(self.port, self._say)
         if bind not in (None, "", "*"):
             self.discovery.listen(self.listeners[0][1])
+        else:
+            self.discovery.join_group(self.listeners)
 
     # The limits by their option names, as callers and the CLI read them.
     max_duration = property(lambda self: self.limits.max_duration)
@@ -122,6 +124,7 @@ class Server:
     discovery_answered = property(lambda self: self.discovery.answered)
     discovery_limited = property(lambda self: self.discovery.limited)
     discovery_interface = property(lambda self: self.discovery.interface)
+    discovery_group_interfaces = property(lambda self: self.discovery.group_interfaces)
 
     @property
     def discovery_addresses(self) -> list[str]:
