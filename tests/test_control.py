@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from udpbench.protocol import control
+from udpbench.protocol import control, conversation
 from udpbench.transport.client import Client
 from udpbench.transport.server import Server
 
@@ -35,14 +35,14 @@ def test_decode_refuses_malformed_messages(payload, reason):
 
 
 def test_state_machine_orders_messages():
-    S = control.ServerState
-    assert control.next_server_state(S.AWAIT_HELLO, {"type": "HELLO"}) is S.READY
-    assert control.next_server_state(S.READY, {"type": "START"}) is S.RUNNING
-    assert control.next_server_state(S.RUNNING, {"type": "STOP"}) is S.READY
+    S = conversation.ServerState
+    assert conversation.next_server_state(S.AWAIT_HELLO, {"type": "HELLO"}) is S.READY
+    assert conversation.next_server_state(S.READY, {"type": "START"}) is S.RUNNING
+    assert conversation.next_server_state(S.RUNNING, {"type": "STOP"}) is S.READY
     with pytest.raises(control.ProtocolError, match="out of order"):
-        control.next_server_state(S.AWAIT_HELLO, {"type": "START"})
+        conversation.next_server_state(S.AWAIT_HELLO, {"type": "START"})
     with pytest.raises(control.ProtocolError, match="out of order"):
-        control.next_server_state(S.READY, {"type": "STOP"})
+        conversation.next_server_state(S.READY, {"type": "STOP"})
 
 
 

@@ -21,7 +21,8 @@ from udpbench.engine import choice as engines
 from udpbench.linux import sockopts
 from udpbench.protocol import wire
 from udpbench.transport.client import Client
-from udpbench.transport.server import Server, enable_receive_options, set_receive_buffer
+from udpbench.linux.receive_socket import enable_receive_options, set_receive_buffer
+from udpbench.transport.server import Server
 from udpbench.protocol.loss import CAUSES
 from udpbench.transport.streams import blast_streams, combine
 

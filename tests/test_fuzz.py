@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 import udpbench
 from udpbench.engine import _fast
 from udpbench import cli
-from udpbench.protocol import control
+from udpbench.protocol import control, conversation
+from udpbench.transport.channel import Channel
 from udpbench.output import report
 from udpbench.output import results
 from udpbench.protocol import wire
@@ -128,7 +129,7 @@ def test_channel_reads_whole_frames_or_raises_a_protocol_error(frames):
     with a, b:
         a.sendall(b"".join(frames))
         a.shutdown(socket.SHUT_WR)
-        channel = control.Channel(b, timeout=2)
+        channel = Channel(b, timeout=2)
         for _ in range(len(frames) + 1):
             try:
                 msg = channel.recv()
@@ -138,18 +139,18 @@ def test_channel_reads_whole_frames_or_raises_a_protocol_error(frames):
 
 
 @FUZZ
-@given(st.sampled_from(list(control.ServerState)), messages, st.booleans())
+@given(st.sampled_from(list(conversation.ServerState)), messages, st.booleans())
 def test_state_machine_moves_or_refuses(state, msg, auth_required):
     if msg["type"] not in control.SCHEMA:
         return
     try:
-        new = control.next_server_state(state, msg, auth_required)
+        new = conversation.next_server_state(state, msg, auth_required)
     except control.ProtocolError:
-        assert msg["type"] not in control.SERVER_TRANSITIONS[state]
+        assert msg["type"] not in conversation.TRANSITIONS[state]
         return
-    assert new in control.ServerState
-    if state is control.ServerState.AWAIT_HELLO:
-        assert new is (control.ServerState.AWAIT_AUTH if auth_required else control.ServerState.READY)
+    assert new in conversation.ServerState
+    if state is conversation.ServerState.AWAIT_HELLO:
+        assert new is (conversation.ServerState.AWAIT_AUTH if auth_required else conversation.ServerState.READY)
 
 
 # --- the server's state machine over real connections ----------------------------------------
@@ -172,7 +173,7 @@ def fuzz_servers():
 
 def _authenticated_prefix(conn, token_required):
     """Optionally run a correct handshake first, so the fuzz reaches READY and RUNNING."""
-    ch = control.Channel(conn, timeout=5)
+    ch = Channel(conn, timeout=5)
     ch.send({"type": "HELLO", "version": control.PROTOCOL_VERSION})
     hello = ch.expect("HELLO")
     if token_required:

@@ -18,6 +18,7 @@ import pytest
 
 from udpbench import cli
 from udpbench.protocol import control
+from udpbench.transport.channel import Channel
 from udpbench.output import results
 from udpbench.measure import sweep
 from udpbench.protocol import wire
@@ -55,7 +56,7 @@ class RawControl:
 
     def __init__(self, port, host="127.0.0.1"):
         self.sock = socket.create_connection((host, port), timeout=5)
-        self.channel = control.Channel(self.sock, timeout=5)
+        self.channel = Channel(self.sock, timeout=5)
 
     def send(self, msg):
         self.channel.send(msg)
@@ -185,7 +186,7 @@ def test_client_refuses_a_server_that_cannot_prove_the_token():
 
     def fake():
         conn, _ = listener.accept()
-        ch = control.Channel(conn, timeout=5)
+        ch = Channel(conn, timeout=5)
         ch.expect("HELLO")
         ch.send({"type": "HELLO", "version": 1, "nonce": control.new_nonce(), "auth": control.AUTH_METHOD})
         ch.expect("AUTH")

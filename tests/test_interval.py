@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from udpbench import cli
-from udpbench.protocol import control
+from udpbench.protocol import control, conversation
 from udpbench.transport.client import Client
 from udpbench.transport.interval import IntervalReports, merge_tx
 
@@ -23,11 +23,11 @@ def run_cli(*argv, timeout=60):
 
 
 def test_status_is_schema_checked_and_keeps_the_session_running():
-    S = control.ServerState
-    assert control.next_server_state(S.RUNNING, {"type": "STATUS"}) is S.RUNNING
+    S = conversation.ServerState
+    assert conversation.next_server_state(S.RUNNING, {"type": "STATUS"}) is S.RUNNING
     for state in (S.AWAIT_HELLO, S.READY, S.CLOSED):
         with pytest.raises(control.ProtocolError, match="out of order"):
-            control.next_server_state(state, {"type": "STATUS"})
+            conversation.next_server_state(state, {"type": "STATUS"})
     with pytest.raises(control.ProtocolError, match="lacks 'session'"):
         control.decode(b'{"type": "STATUS"}')
     assert control.decode(b'{"type": "STATUS", "session": 7}')["session"] == 7

@@ -6,7 +6,7 @@ import numpy as np
 
 from udpbench.engine import _fast
 from udpbench.output import trace
-from udpbench.transport.server import enable_receive_options
+from udpbench.linux.receive_socket import enable_receive_options
 
 SESSION = 0x5EED
 

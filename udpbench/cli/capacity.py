@@ -21,7 +21,7 @@ from udpbench.output import capacity_plot, plot
 from udpbench.protocol import control
 from udpbench.protocol.units import format_count, format_rate, parse_rate, parse_sizes, port_number, \
     positive_seconds, whole_number_between
-from udpbench.transport.server import DEFAULT_PORT
+from udpbench.protocol.control import DEFAULT_PORT
 
 
 def ratio(name: str, low_open: bool):

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from udpbench.cli import mtu
     from udpbench.cli import ping
     from udpbench.output import plot
-    from udpbench.transport import server
+    from udpbench.cli import serve as server
     from udpbench.cli import show
     from udpbench.cli import exporter
     from udpbench.measure import sweep

@@ -9,7 +9,7 @@ from udpbench.measure.path_mtu import METHODS, PathMtuOptions, path_mtu
 from udpbench.protocol import control
 from udpbench.protocol.pmtud import MAX_PACKET, MAX_PROBES
 from udpbench.protocol.units import port_number, seconds_between, whole_number_between
-from udpbench.transport.server import DEFAULT_PORT
+from udpbench.protocol.control import DEFAULT_PORT
 
 
 def add_parser(commands) -> None:

@@ -14,7 +14,8 @@ from udpbench.protocol import control
 from udpbench.protocol.rto import RTO_INITIAL_S, RTO_MAX_S, RTO_MIN_S
 from udpbench.protocol.units import port_number, seconds_between
 from udpbench.transport.pinger import Request
-from udpbench.transport.server import DEFAULT_PORT, MAX_DURATION_S
+from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.protocol.grant import MAX_DURATION_S
 
 
 def add_parser(commands) -> None:

@@ -25,7 +25,7 @@ from udpbench.protocol import frag, wire
 from udpbench.protocol.capacity import (MIN_DATAGRAMS_PER_TRIAL, SENDER_DISTURBED, CapacityRow,
                                          CapacitySearch, ReassemblySettle, Trial)
 from udpbench.measure import path_mtu
-from udpbench.transport.server import DEFAULT_PORT
+from udpbench.protocol.control import DEFAULT_PORT
 
 ETHERNET_MTU = 1500  # a loopback-only plan is made around Ethernet's, as sweep's is (docs/decisions.md)
 DEFAULT_POINTS = 8  # 12 to 20 trials a size: the default plan on loopback takes under 3 minutes

@@ -7,7 +7,8 @@ import contextlib
 from udpbench.protocol import control
 from udpbench.linux.sockopts import is_loopback
 from udpbench.transport.client import Client, ServerAbsent, resolve
-from udpbench.transport.server import DEFAULT_PORT, Server
+from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.transport.server import Server
 
 
 @contextlib.contextmanager

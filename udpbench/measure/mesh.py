@@ -114,7 +114,7 @@ def _start_server(address: str, port: int, token: str | None, max_rate_bps: floa
     if port in _SERVERS:
         return {"address": address, "server": "started"}
     try:
-        _SERVERS[port] = Server(address, port, token=token, max_rate_bps=max_rate_bps).start()
+        _SERVERS[port] = Server(address, port, token=token or None, max_rate_bps=max_rate_bps).start()
         return {"address": address, "server": "started"}
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:

@@ -21,7 +21,7 @@ from udpbench.protocol.pmtud import (MAX_PACKET, MAX_PROBES, IcmpResult, IcmpSea
                                      floor_mtu, smallest_probe)
 from udpbench.transport.client import Client, ServerAbsent, resolve
 from udpbench.transport.prober import EchoSession, Prober, drive
-from udpbench.transport.server import DEFAULT_PORT
+from udpbench.protocol.control import DEFAULT_PORT
 
 METHODS = ("icmp", "echo", "both")
 

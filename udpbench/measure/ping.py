@@ -13,7 +13,8 @@ from udpbench.measure.embedded import connect
 from udpbench.protocol import wire
 from udpbench.protocol.rto import RTO_INITIAL_S, RTO_MAX_S, RTO_MIN_S, RtoEstimator
 from udpbench.transport.pinger import Pinger
-from udpbench.transport.server import DEFAULT_PORT, MAX_DURATION_S
+from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.protocol.grant import MAX_DURATION_S
 
 DEFAULT_COUNT = 5
 DEFAULT_SIZE = 64

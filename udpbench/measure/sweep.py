@@ -22,7 +22,7 @@ from udpbench.transport.client import DEFAULT_LAN_RATE_BPS
 from udpbench.engine.choice import CHOICES as ENGINE_CHOICES
 from udpbench.errors import MeasurementError, UserError
 from udpbench.output.report import print_table
-from udpbench.transport.server import DEFAULT_PORT
+from udpbench.protocol.control import DEFAULT_PORT
 from udpbench.transport.streams import blast_streams
 from udpbench.protocol.units import parse_rate, parse_sizes, port_number, positive_seconds, whole_number_between
 

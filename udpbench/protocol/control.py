@@ -13,35 +13,25 @@ Conversation (client C, server S)::
     C STATUS {session}               S STATUS {received, highest_seq, ...}   (while RUNNING, any number)
     C BYE                            (close)
 
-Anything that does not fit the state ends the conversation with ``ERROR {message}``.
-
-Authentication: a server started with a token announces ``auth: "hmac-sha256"`` in its HELLO.
-The client answers with its own nonce and HMAC-SHA256(token, client label, both nonces); the
-server checks it with ``hmac.compare_digest`` and proves it knows the token too, with the
-server label. The token itself never crosses the network, and the server's fresh nonce makes
-a recorded AUTH useless on another connection.
+Anything that does not fit the state ends the conversation with ``ERROR {message}``. The
+server's transition table is in ``conversation.py``, the token proofs in ``auth.py``, what a
+server grants in ``grant.py``; the framed TCP channel itself is ``transport/channel.py``.
 """
 from __future__ import annotations
 
-import enum
-import hashlib
-import hmac
 import json
 import os
-import secrets
-import socket
 import struct
-import time
 
 from udpbench.errors import UserError
+from udpbench.protocol.auth import (  # noqa: F401  (re-exported: the names callers know)
+    AUTH_FAILED, AUTH_METHOD, NEED_TOKEN, TOKEN_ENV, auth_mac, check_mac, new_nonce, valid_nonce,
+)
 
 PROTOCOL_VERSION = 1
+DEFAULT_PORT = 1060  # TCP control and UDP data share it
 MAX_FRAME = 64 * 1024
 LENGTH = struct.Struct("!I")
-AUTH_METHOD = "hmac-sha256"
-TOKEN_ENV = "UDPBENCH_TOKEN"
-NONCE_BYTES = 16
-MAX_NONCE_CHARS = 128
 
 
 class ProtocolError(Exception):
@@ -120,72 +110,6 @@ def encode(msg: dict) -> bytes:
     return LENGTH.pack(len(payload)) + payload
 
 
-class Channel:
-    """One end of a control connection: whole frames in, whole frames out, with timeouts."""
-
-    def __init__(self, sock: socket.socket, timeout: float | None = 10.0):
-        self.sock = sock
-        self.timeout = timeout
-        sock.settimeout(timeout)
-        self.peer = sock.getpeername()
-
-    def _read_exactly(self, n: int, deadline: float | None) -> bytes:
-        chunks = []
-        while n:
-            if deadline is not None:
-                # The timeout bounds the whole frame, not each recv: a peer dribbling one
-                # byte at a time cannot hold a session slot forever.
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise socket.timeout
-                self.sock.settimeout(remaining)
-            chunk = self.sock.recv(min(n, 65536))
-            if not chunk:
-                raise PeerClosed("control connection closed by peer")
-            chunks.append(chunk)
-            n -= len(chunk)
-        return b"".join(chunks)
-
-    def send(self, msg: dict) -> None:
-        self.sock.sendall(encode(msg))
-
-    def recv(self, timeout: float | None = ...) -> dict:
-        """The next message; raises PeerError for an ERROR frame, TimeoutError, ProtocolError."""
-        limit = self.timeout if timeout is ... else timeout
-        deadline = None if limit is None else time.monotonic() + limit
-        try:
-            (length,) = LENGTH.unpack(self._read_exactly(LENGTH.size, deadline))
-            if length > MAX_FRAME:
-                raise ProtocolError(f"control frame of {length} bytes exceeds the {MAX_FRAME}-byte cap")
-            msg = decode(self._read_exactly(length, deadline))
-        except socket.timeout:
-            raise TimeoutError("no answer on the control channel") from None
-        finally:
-            self.sock.settimeout(self.timeout)
-        if msg["type"] == "ERROR":
-            raise PeerError(msg["message"])
-        return msg
-
-    def expect(self, kind: str, timeout: float | None = ...) -> dict:
-        msg = self.recv(timeout)
-        if msg["type"] != kind:
-            raise ProtocolError(f"expected {kind}, got {msg['type']}")
-        return msg
-
-    def error(self, message: str) -> None:
-        """Tell the peer why the conversation ends; ignore a peer that is already gone."""
-        try:
-            self.send({"type": "ERROR", "message": message[:1000]})
-        except OSError:
-            pass
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
 # --- authentication ------------------------------------------------------------------------
 
 def resolve_token(token: str | None = None, token_file: str | None = None) -> str | None:
@@ -204,64 +128,6 @@ def resolve_token(token: str | None = None, token_file: str | None = None) -> st
     if token is None:
         token = os.environ.get(TOKEN_ENV)
     return token or None
-
-
-def new_nonce() -> str:
-    return secrets.token_hex(NONCE_BYTES)
-
-
-def auth_mac(token: str, role: str, server_nonce: str, client_nonce: str) -> str:
-    """HMAC-SHA256 over a role label and both nonces, keyed with the token (hex).
-
-    The role label keeps the client's proof from being reflected back as the server's.
-    """
-    message = "\0".join(("udpbench-auth-v1", role, server_nonce, client_nonce)).encode()
-    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
-
-
-def check_mac(token: str, role: str, server_nonce: str, client_nonce: str, mac: str) -> bool:
-    expected = auth_mac(token, role, server_nonce, client_nonce)
-    return hmac.compare_digest(expected.encode(), mac.encode("utf-8", "replace"))
-
-
-def valid_nonce(nonce) -> bool:
-    return isinstance(nonce, str) and 16 <= len(nonce) <= MAX_NONCE_CHARS
-
-
-class ServerState(enum.Enum):
-    AWAIT_HELLO = "await-hello"
-    AWAIT_AUTH = "await-auth"  # the server has a token: nothing but AUTH until the client proves it
-    READY = "ready"  # between measurements
-    RUNNING = "running"  # a session's datagrams are flowing
-    CLOSED = "closed"
-
-
-# Which client messages each server state accepts, and the state each leads to.
-SERVER_TRANSITIONS: dict[ServerState, dict[str, ServerState]] = {
-    ServerState.AWAIT_HELLO: {"HELLO": ServerState.READY},
-    ServerState.AWAIT_AUTH: {"AUTH": ServerState.READY, "BYE": ServerState.CLOSED},
-    ServerState.READY: {"START": ServerState.RUNNING, "BYE": ServerState.CLOSED},
-    ServerState.RUNNING: {"STOP": ServerState.READY, "BYE": ServerState.CLOSED,
-                          "STATUS": ServerState.RUNNING},
-    ServerState.CLOSED: {},
-}
-
-
-NEED_TOKEN = "server requires a token: pass --token or set UDPBENCH_TOKEN"
-AUTH_FAILED = "authentication failed"
-
-
-def next_server_state(state: ServerState, msg: dict, auth_required: bool = False) -> ServerState:
-    """The state after ``msg``; a server with a token goes from HELLO to AWAIT_AUTH, not READY."""
-    allowed = SERVER_TRANSITIONS[state]
-    if msg["type"] not in allowed:
-        if state is ServerState.AWAIT_AUTH:
-            raise ProtocolError(NEED_TOKEN)
-        expected = " or ".join(allowed) or "nothing"
-        raise ProtocolError(f"{msg['type']} is out of order: the server expected {expected}")
-    if state is ServerState.AWAIT_HELLO and auth_required:
-        return ServerState.AWAIT_AUTH
-    return allowed[msg["type"]]
 
 
 def add_token_arguments(p) -> None:

@@ -21,8 +21,9 @@ from udpbench.protocol import loss as stats
 from udpbench.protocol import wire
 from udpbench.protocol.control import PeerClosed, PeerError, ProtocolError
 from udpbench.errors import MeasurementError, UserError, errno_name
+from udpbench.transport.channel import Channel
 from udpbench.transport.interval import IntervalReports
-from udpbench.transport.server import DEFAULT_PORT
+from udpbench.protocol.control import DEFAULT_PORT
 from udpbench.linux.sockopts import format_hostport
 from udpbench.protocol.units import format_rate
 
@@ -71,7 +72,7 @@ class Client:
         except OSError as exc:
             sock.close()
             raise ServerAbsent(f"cannot reach {where}: {exc.strerror}") from None
-        self.channel = control.Channel(sock, timeout=REPORT_TIMEOUT_S)
+        self.channel = Channel(sock, timeout=REPORT_TIMEOUT_S)
         self.local_addr = sock.getsockname()[0]
         self._local_scope = sock.getsockname()[2:]  # IPv6 flow info and zone: a link-local address needs its zone
         try:

@@ -1,0 +1,77 @@
+"""The sessions of one control connection, over real sockets: what ``ServerConversation`` asks for.
+
+``protocol/conversation.py`` decides; this class opens a blast's receiving socket, registers
+an echo session with the server's shared UDP socket, and ends them.
+"""
+from __future__ import annotations
+
+import time
+
+from udpbench.protocol import grant, wire
+from udpbench.protocol.control import ProtocolError
+from udpbench.transport.channel import Channel
+from udpbench.transport.session import EchoCounts, EchoSession, Measurement
+
+
+class ConnectionSessions:
+    """The ``conversation.Sessions`` of one control connection of ``server``."""
+
+    def __init__(self, server, channel: Channel, family: int):
+        self.server = server
+        self.channel = channel
+        self.family = family
+        self.measurement: Measurement | None = None
+        self.echo: EchoSession | None = None
+
+    def open_blast(self, start: dict, granted: dict) -> dict:
+        rcvbuf = grant.receive_buffer(start.get("rcvbuf"), self.server.limits)
+        local = (self.channel.sock.getsockname()[0], self.server.port)
+        try:
+            self.measurement = Measurement(start["session"], start["size"], granted["duration_s"], self.family,
+                                           local, (self.channel.peer[0], start["client_port"]), rcvbuf)
+        except wire.WireError as exc:
+            raise ProtocolError(str(exc)) from None
+        except OSError as exc:
+            raise ProtocolError(f"the server cannot open a socket for the session: {exc.strerror or exc}") from None
+        return {"rcvbuf": self.measurement.rcvbuf}
+
+    def open_echo(self, start: dict, granted: dict) -> None:
+        port = start.get("client_port")
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535):
+            raise ProtocolError("START client_port is outside 1-65535")
+        server = self.server
+        echo = EchoSession(start["session"], self.channel.peer[0], port, EchoCounts(server.drop, server.seed),
+                           grant.ReplyBudget(server.limits.max_rate_bps, time.monotonic()))
+        with server._lock:
+            if echo.session in server.echo_sessions:
+                raise ProtocolError("START names a session id already in use")
+            server.echo_sessions[echo.session] = echo
+        self.echo = echo
+
+    def report(self, session: int) -> dict:
+        if self.measurement is not None:
+            report = self.measurement.finish()
+            self.measurement = None
+            return report
+        echo, self.echo = self.echo, None
+        with self.server._lock:
+            self.server.echo_sessions.pop(echo.session, None)
+        counts = echo.counts
+        if counts.requests or counts.limited:
+            self.server._say(f"echo session {echo.session:016x} from {echo.address}: {counts.requests} "
+                             f"request(s), {counts.answered} answered, {counts.dropped} dropped on purpose, "
+                             f"{counts.limited} over the reply budget")
+        return {"type": "REPORT", "session": echo.session, **counts.report()}
+
+    def status(self, session: int) -> dict:
+        return self.measurement.status()
+
+    def close(self) -> None:
+        """End whatever is still live: the connection ended without STOP."""
+        if self.measurement is not None:
+            self.measurement.close()
+            self.measurement = None
+        if self.echo is not None:
+            with self.server._lock:
+                self.server.echo_sessions.pop(self.echo.session, None)
+            self.echo = None
