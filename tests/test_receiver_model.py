@@ -116,3 +116,19 @@ def test_every_count_matches_the_model(seqs):
     """Stronger than counts summing to the input: swapping received and duplicates, or reordered
     and late, fails here."""
     assert receiver_counts(seqs) == model(seqs)
+
+
+def test_the_highest_sequence_number_of_all_ends_the_count():
+    """2**64 - 1 is a valid sequence number; counting up to it must not wrap round to 0 forever.
+    Run in a child process, so that a hang fails this test instead of stopping the suite."""
+    import subprocess
+    import sys
+
+    program = ("from udpbench.engine import _fast; from udpbench.protocol import wire; "
+               f"rx = _fast.Receiver({SESSION}); "
+               "[rx.feed(wire.datagram(wire.Kind.DATA, %d, s, 40, 0), 1000 + i) "
+               f"for i, s in enumerate([5, 2**64 - 3, 2**64 - 1])]; c = rx.counts(); "
+               "print(c['received'], c['highest_seq'])") % SESSION
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", str(2**64 - 1)]

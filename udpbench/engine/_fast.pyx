@@ -811,14 +811,16 @@ cdef class Receiver:
         cdef bint lost = self.run_lost
         cdef uint64_t length = self.run_length, s
         cdef int i
-        if self.started:
+        if self.started and self.next_judged <= self.highest:
             s = self.next_judged
-            while s <= self.highest:
+            while True:  # not `s <= highest`: that never ends when highest is 2**64 - 1
                 if length and self.missing(s) != lost:
                     hist_add(&losses if lost else &arrivals, length)
                     length = 0
                 lost = self.missing(s)
                 length += 1
+                if s == self.highest:
+                    break
                 s += 1
         if length:
             hist_add(&losses if lost else &arrivals, length)
