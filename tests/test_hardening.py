@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import secrets
+import shlex
 import socket
 import time
 import zipfile
@@ -19,7 +20,8 @@ import pytest
 from udpbench import cli
 from udpbench.protocol import control
 from udpbench.output import results
-from udpbench.measure import sweep
+from udpbench.cli.options import redact
+from udpbench.measure.sweep import sweep
 from udpbench.protocol import wire
 from udpbench.transport.client import Client
 from udpbench.errors import MeasurementError, UserError
@@ -232,8 +234,9 @@ def test_embedded_server_shares_the_clients_token(monkeypatch):
 def test_result_files_never_hold_the_token(tmp_path, monkeypatch):
     monkeypatch.setenv(control.TOKEN_ENV, "")
     argv = ["sweep", "127.0.0.1", "--sizes", "100", "--token", TOKEN, "--token=" + TOKEN]
-    meta, rows, saved = sweep.run_sweep(["127.0.0.1"], [100], 0.05, 1e6, "send", port=_free_port(),
-                                        output=tmp_path / "r", progress=False, argv=argv, token=TOKEN)
+    done = sweep(["127.0.0.1"], sizes=[100], duration=0.05, rate=1e6, engine="send", port=_free_port(),
+                 output=tmp_path / "r", command=shlex.join(["udpbench", *redact(argv)]), token=TOKEN)
+    meta, rows, saved = done.meta, done.rows, done.path
     assert rows[0]["authenticated"] is True
     assert "***" in meta["command"]
     for path in (saved, saved.with_suffix(".json")):

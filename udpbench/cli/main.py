@@ -19,15 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"udpbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     # Each module owns its command: arguments and a run(args) -> int.
-    from udpbench.cli import blast
-    from udpbench.transport import discover
+    from udpbench.cli import blast, plot, show, sweep
     from udpbench.lab import lab
-    from udpbench.transport import mtu
-    from udpbench.transport import ping
-    from udpbench.output import plot
-    from udpbench.transport import server
-    from udpbench.cli import show
-    from udpbench.measure import sweep
+    from udpbench.transport import discover, mtu, ping, server
     for module in (sweep, blast, mtu, ping, server, discover, show, plot, lab):
         module.add_parser(commands)
     return parser
