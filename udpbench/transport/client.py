@@ -279,7 +279,7 @@ class Flow:
             self.mtu = path_mtu or self.sender_mtu
             # GSO segments must pass both this kernel and the path unfragmented.
             self.choice = engines.choose(engine, size, min(self.mtu, self.sender_mtu), client.v6,
-                                         engines.gso_available(self.sock))
+                                         sockopts.gso_available(self.sock))
             start = {"type": "START", "session": self.session, "mode": "blast", "size": size,
                      "duration_s": duration, "rate_bps": rate_bps or 0, "engine": self.choice.engine,
                      "client_port": self.sock.getsockname()[1]}
