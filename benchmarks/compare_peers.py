@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Delivered datagrams per second on loopback: udpbench's engines beside iperf3 and sockperf.
+"""Delivered datagrams per second on loopback: udpbench's engines beside iperf3, iperf2, nuttcp and sockperf.
 
     python benchmarks/compare_peers.py                     # 64 and 1472 B, 3 rounds of 3 s
     python benchmarks/compare_peers.py --rounds 5 --duration 5 --sizes 64,512,1472
@@ -10,6 +10,11 @@ printed as a table. "Delivered" is what the receiving side counted, never what w
 - udpbench: ``received`` from the server's REPORT (distinct datagrams of the session).
 - iperf3 (``-u -b 0 -l N``, server ``iperf3 -s -1``): the server's ``packets - lost_packets``
   (highest sequence number minus the gaps it saw), from its own JSON.
+- iperf2 (Debian ``iperf`` 2.1; ``-u -b 10G -l N``, server ``iperf -s -u``): the server's report,
+  which the client prints as its last CSV line (``-y C``): total datagrams minus lost ones. iperf2
+  has no "unlimited" UDP rate; 10 Gbit/s is far above what one core sends on loopback.
+- nuttcp (``-u -R 100g -l N`` into a one-shot ``nuttcp -1`` server): the receiver's counts, which
+  the client prints with ``-fparse``: ``pkt`` minus ``drop``.
 - sockperf (``sockperf tp`` into ``sockperf sr``): throughput mode reports only what the
   client sent, so delivered = sent - the drops of the server's socket, read with ``ss -m``
   (``skmem ... d<drops>``) before the server exits. On loopback nothing else loses
@@ -19,7 +24,9 @@ printed as a table. "Delivered" is what the receiving side counted, never what w
 
 Each round runs every tool once per size, in a rotated order, so that a load change on a
 shared machine hits all tools alike; the table shows medians over rounds, and each ratio is
-the median of per-round ratios to iperf3 in the same round. Only loopback (127.0.0.1) is used.
+the median of per-round ratios to iperf3 in the same round. Two more ratios judge udpbench: to the
+best peer of the same round (whichever of iperf3, iperf2, nuttcp and sockperf delivered most), and to
+the C reference's loop of the same engine. Only loopback (127.0.0.1) is used.
 """
 from __future__ import annotations
 
@@ -41,6 +48,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 ENGINES = ("send", "mmsg", "gso")
+PEERS = ("iperf3", "iperf2", "nuttcp", "sockperf")
+PEER_COMMANDS = {"iperf3": "iperf3", "iperf2": "iperf", "nuttcp": "nuttcp", "sockperf": "sockperf"}
 
 
 def free_port() -> int:
@@ -133,6 +142,56 @@ def run_iperf3(size: int, duration: float) -> dict:
             "seconds": received["seconds"]}
 
 
+def run_iperf2(size: int, duration: float) -> dict:
+    """iperf2's server prints its report (CSV, line-buffered through stdbuf) when the client ends;
+    read it there: the copy the server sends back to the client is lost when its socket is full."""
+    port = free_port()
+    with tempfile.TemporaryFile(mode="w+") as report_file:
+        server = subprocess.Popen(["stdbuf", "-oL", "iperf", "-s", "-u", "-B", HOST, "-p", str(port), "-y", "C",
+                                   "-e"], stdout=report_file, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port, udp=True)
+            subprocess.run(["iperf", "-c", HOST, "-u", "-p", str(port), "-b", "10G", "-l", str(size),
+                            "-t", f"{duration:g}"], capture_output=True, text=True, timeout=duration + 30)
+            deadline = time.monotonic() + 10
+            lines: list[list[str]] = []
+            while not lines and time.monotonic() < deadline:
+                time.sleep(0.1)
+                report_file.seek(0)
+                lines = [line.split(",") for line in report_file.read().splitlines() if line.count(",") >= 12]
+        finally:
+            stop(server)
+    if not lines:
+        raise RuntimeError("iperf2's server printed no report")
+    # ...,interval,bytes,bps,jitter,lost,total,percent,outoforder
+    report = lines[-1]
+    lost, total = int(report[10]), int(report[11])
+    start, _, end = report[6].partition("-")
+    return {"sent": total, "delivered": total - lost, "seconds": float(end) - float(start)}
+
+
+NUTTCP_FIELDS = re.compile(r"(\w+)=([-0-9.]+)")
+
+
+def run_nuttcp(size: int, duration: float) -> dict:
+    control_port = free_port()
+    data_port = free_port()
+    server = subprocess.Popen(["nuttcp", "-1", "--nofork", "-P", str(control_port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(control_port)
+        client = subprocess.run(["nuttcp", "-u", f"-l{size}", "-R", "100g", f"-T{duration:g}", "-fparse",
+                                 "-P", str(control_port), "-p", str(data_port), HOST],
+                                capture_output=True, text=True, timeout=duration + 30)
+    finally:
+        stop(server)
+    fields = dict(NUTTCP_FIELDS.findall(client.stdout))
+    if "pkt" not in fields or "drop" not in fields:
+        raise RuntimeError(f"cannot read nuttcp's counts: {client.stdout[-300:]!r} {client.stderr[-300:]!r}")
+    pkt, drop = int(fields["pkt"]), int(fields["drop"])
+    return {"sent": pkt, "delivered": pkt - drop, "seconds": float(fields["real_seconds"])}
+
+
 SOCKPERF_SENT = re.compile(r"Total of (\d+) messages sent in ([0-9.]+) sec")
 SS_DROPS = re.compile(r"\bd(\d+)\b")
 
@@ -178,7 +237,7 @@ def run_c_reference(exe: Path, engine: str, size: int, duration: float) -> dict:
 # --- the machine -------------------------------------------------------------------------------
 
 def _tool_order(tool: str) -> int:
-    order = ["iperf3", "sockperf"] + [f"udpbench {e}" for e in ENGINES] + [f"c-reference {e}" for e in ENGINES]
+    order = list(PEERS) + [f"udpbench {e}" for e in ENGINES] + [f"c-reference {e}" for e in ENGINES]
     return order.index(tool) if tool in order else len(order)
 
 
@@ -200,6 +259,7 @@ def machine() -> dict:
 
     return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
             "python": platform.python_version(), "iperf3": version(["iperf3", "--version"]),
+            "iperf2": version(["iperf", "-v"]), "nuttcp": version(["nuttcp", "-V"]),
             "sockperf": version(["sockperf", "--version"])}
 
 
@@ -227,11 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     if not 0 < args.duration <= 60 or not 1 <= args.rounds <= 20:
         p.error("duration must be in (0, 60] s and rounds in 1..20")
-    missing = [t for t in ("iperf3", "sockperf", "ss") if not shutil.which(t)]
+    missing = [t for t in ("iperf3", "ss", "stdbuf") if not shutil.which(t)]
     if missing:
-        p.error(f"missing tools: {', '.join(missing)}")
+        p.error(f"missing tools: {', '.join(missing)} (iperf3 is the baseline every ratio divides by)")
+    peers = [peer for peer in PEERS if shutil.which(PEER_COMMANDS[peer])]
+    absent = [peer for peer in PEERS if peer not in peers]
+    if absent:
+        print(f"not installed, left out: {', '.join(absent)}", file=sys.stderr)
 
-    tools = ["iperf3", "sockperf"] + [f"udpbench {e}" for e in ENGINES]
+    tools = peers + [f"udpbench {e}" for e in ENGINES]
     with tempfile.TemporaryDirectory() as tmp:
         exe = None if args.no_c else build_c_reference(Path(tmp))
         if exe:
@@ -250,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
                             r = run_iperf3(size, args.duration)
                         elif name == "sockperf":
                             r = run_sockperf(size, args.duration)
+                        elif name == "iperf2":
+                            r = run_iperf2(size, args.duration)
+                        elif name == "nuttcp":
+                            r = run_nuttcp(size, args.duration)
                         elif name == "udpbench":
                             r = udpbench.run(engine, size, args.duration)
                         else:
@@ -265,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = summarize(runs, sizes, tools)
     document = {
-        "benchmark": "udpbench loopback delivered datagrams/s vs iperf3 and sockperf",
+        "benchmark": "udpbench loopback delivered datagrams/s vs iperf3, iperf2, nuttcp and sockperf",
         "started": started, "machine": machine(), "load_before": load_before, "load_after": load_after,
         "duration_s": args.duration, "rounds": args.rounds, "sizes": sizes,
         "summary": summary, "runs": runs,
@@ -278,11 +346,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def per_round_ratios(mine: list[dict], reference: dict[int, float]) -> list[float]:
+    return [r["delivered_pps"] / reference[r["round"]] for r in mine if reference.get(r["round"])]
+
+
 def summarize(runs: list[dict], sizes: list[int], tools: list[str]) -> list[dict]:
-    """Medians per tool and size; ratios are medians of per-round ratios to iperf3."""
+    """Medians per tool and size; ratios are medians of per-round ratios: to iperf3, to the best
+    peer of the same round, and (for udpbench) to the C reference's loop of the same engine."""
     summary = []
     for size in sizes:
         base = {r["round"]: r for r in runs if r["tool"] == "iperf3" and r["size"] == size}
+        best_peer: dict[int, float] = {}
+        for r in runs:
+            if r["size"] == size and r["tool"] in PEERS:
+                best_peer[r["round"]] = max(best_peer.get(r["round"], 0.0), r["delivered_pps"])
         for tool in tools:
             mine = [r for r in runs if r["tool"] == tool and r["size"] == size]
             if not mine:
@@ -291,8 +368,15 @@ def summarize(runs: list[dict], sizes: list[int], tools: list[str]) -> list[dict
                       if r["round"] in base and base[r["round"]]["delivered_pps"]]
             sent_ratios = [r["sent_pps"] / base[r["round"]]["sent_pps"] for r in mine
                            if r["round"] in base and base[r["round"]]["sent_pps"]]
+            name, _, engine = tool.partition(" ")
+            c_loop = {r["round"]: r["delivered_pps"] for r in runs
+                      if r["tool"] == f"c-reference {engine}" and r["size"] == size}
+            to_best = per_round_ratios(mine, best_peer) if name == "udpbench" else []
+            to_c = per_round_ratios(mine, c_loop) if name == "udpbench" else []
             summary.append({
                 "tool": tool, "size": size,
+                "ratio_to_best_peer": statistics.median(to_best) if to_best else None,
+                "ratio_to_c_reference": statistics.median(to_c) if to_c else None,
                 "delivered_pps": statistics.median(r["delivered_pps"] for r in mine),
                 "sent_pps": statistics.median(r["sent_pps"] for r in mine),
                 "ratio_to_iperf3": statistics.median(ratios) if ratios else None,
@@ -310,15 +394,17 @@ def table(doc: dict) -> str:
         f"{doc['load_after'][0]:.2f} after.",
         "",
         "| tool | payload B | delivered datagrams/s | sent datagrams/s | delivered / iperf3 (range over rounds) "
-        "| sent / iperf3 sent |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| sent / iperf3 sent | delivered / best peer | delivered / C loop |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in doc["summary"]:
         ratio = "-" if s["ratio_to_iperf3"] is None else (
             f"{s['ratio_to_iperf3']:.2f}x ({s['ratio_range'][0]:.2f}-{s['ratio_range'][1]:.2f})")
         sent = "-" if s.get("sent_ratio_to_iperf3") is None else f"{s['sent_ratio_to_iperf3']:.2f}x"
+        best = "-" if s.get("ratio_to_best_peer") is None else f"{s['ratio_to_best_peer']:.2f}x"
+        c_loop = "-" if s.get("ratio_to_c_reference") is None else f"{s['ratio_to_c_reference']:.2f}x"
         lines.append(f"| {s['tool']} | {s['size']} | {s['delivered_pps']:,.0f} | {s['sent_pps']:,.0f} | {ratio} "
-                     f"| {sent} |")
+                     f"| {sent} | {best} | {c_loop} |")
     return "\n".join(lines)
 
 

@@ -28,6 +28,27 @@ LAB_MTU = 1400
 _unavailable: list[str] = []  # the reason, found once per session
 
 
+def _ipv6_loopback_absent() -> str | None:
+    """Why ::1 cannot be used here, or None. socket.has_ipv6 only says Python was built with IPv6;
+    binding ::1 proves the address exists (a container may run with IPv6 disabled)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError as exc:
+        return f"no IPv6 on loopback: binding ::1 fails ({exc.strerror or exc})"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``ipv6`` skip, with the reason, where ::1 does not exist."""
+    reason = None
+    for item in items:
+        if item.get_closest_marker("ipv6"):
+            reason = reason or _ipv6_loopback_absent() or ""
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def neutral_working_directory(tmp_path_factory):
     """Run from an empty directory, so `python -m udpbench` in a subprocess imports the installed

@@ -405,7 +405,7 @@ def test_cli_returns_0_1_or_2_and_never_raises(cli_workdir, argv):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("udpbench.measure.blast.connect", fake_connect)
         mp.setattr("udpbench.measure.sweep.connect", fake_connect)
-        mp.setattr("udpbench.transport.mtu.sweep_path_mtu", _fake_path_mtu)
+        mp.setattr("udpbench.measure.path_mtu.sweep_path_mtu", _fake_path_mtu)
         mp.setattr(Server, "serve_forever", lambda self: self.close())  # serve binds, then stops
         mp.delenv(control.TOKEN_ENV, raising=False)
         os.chdir(cli_workdir)

@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,9 +14,16 @@ import time
 
 import pytest
 
+from udpbench.errors import MeasurementError
+
 from udpbench import cli
-from udpbench.transport import mtu
+from udpbench.cli import mtu as mtu_cli
 from udpbench.linux import sockopts
+from udpbench.measure import path_mtu as measure
+from udpbench.protocol import pmtud
+from udpbench.protocol.plpmtud import EchoResult, EchoSearch, plan_round
+from udpbench.protocol.pmtud import Done, IcmpError, IcmpResult, IcmpSearch, Send
+from udpbench.transport import prober as prober_mod
 from udpbench.transport.client import Client
 from udpbench.transport.server import Server
 
@@ -46,60 +54,67 @@ def run_json(argv: list[str], capsys) -> tuple[int, dict]:
 # --- the search, on simulated paths -------------------------------------------------------
 
 class FakePath:
-    """Stands in for a Prober on a path that silently drops packets above ``mtu`` (no ICMP: a
-    black hole) and loses a fraction of the rest at random; what arrives is acked at once."""
+    """A path, on a fake clock, that silently drops packets above ``path_mtu`` (no ICMP: a black
+    hole) and loses a fraction of the rest at random; what arrives is acked ``rtt`` later.
+    ``run`` drives a search to its result with no sockets and no sleeps."""
 
-    def __init__(self, path_mtu: int, loss: float = 0.0, seed: int = 1):
-        self.path_mtu, self.loss, self.rng = path_mtu, loss, random.Random(seed)
-        self.probes: dict[int, mtu.Probe] = {}
-        self.next_id, self.sent, self.companions = 1, 0, 0
-        self.srtt, self.timer, self.smallest = 0.0001, 0.002, 72
-        self.queue: list[int] = []
-        self.sizes: list[int] = []  # every probe size sent, in order
+    def __init__(self, path_mtu: int, loss: float = 0.0, seed: int = 1, rtt: float = 0.0001):
+        self.path_mtu, self.loss, self.rng, self.rtt = path_mtu, loss, random.Random(seed), rtt
+        self.now = 0.0
+        self.sizes: list[int] = []  # every probe size sent, in order (companions excluded)
+        self.acks: list[int] = []
+        self.errors: list[IcmpError] = []
 
-    def send(self, size, companion=False):
-        pid = self.next_id
-        self.next_id += 1
-        self.probes[pid] = mtu.Probe(size, time.monotonic(), companion)
-        if companion:
-            self.companions += 1
-        else:
-            self.sent += 1
-            self.sizes.append(size)
-        if size <= self.path_mtu and self.rng.random() >= self.loss:
-            self.queue.append(pid)
-        return pid, None
+    def deliver(self, action: Send) -> None:
+        if action.size <= self.path_mtu and self.rng.random() >= self.loss:
+            self.acks.append(action.probe_id)
 
-    def wait(self, deadline):
-        if self.queue:
-            acks = []
-            for pid in self.queue:
-                probe = self.probes[pid]
-                probe.acked = True
-                acks.append(mtu.Ack(pid, probe.size, probe.companion, 0.0001))
-            self.queue = []
-            return acks, []
-        time.sleep(max(0.0, deadline - time.monotonic()))
-        return [], []
+    def run(self, search):
+        while True:
+            action = search.next_action(self.now)
+            if isinstance(action, Done):
+                return action.result
+            if isinstance(action, Send):
+                if not action.companion:
+                    self.sizes.append(action.size)
+                self.deliver(action)
+            elif self.acks or self.errors:
+                self.now += self.rtt
+                for pid in self.acks:
+                    search.on_ack(pid, self.now)
+                for e in self.errors:
+                    search.on_error(e, self.now)
+                self.acks, self.errors = [], []
+            else:
+                assert action.until > self.now  # a Wait always moves time forward
+                self.now = action.until
+
+
+def echo_search(path: FakePath, limit: int, floor: int, **kw) -> EchoResult:
+    return path.run(EchoSearch(path.now, limit, floor, False, **kw))
+
+
+def icmp_search(path: FakePath, limit: int, floor: int, target: str, **kw) -> IcmpResult:
+    return path.run(IcmpSearch(path.now, limit, floor, target, False, **kw))
 
 
 @pytest.mark.parametrize("path_mtu, limit", [(1500, 1500), (1400, 1500), (1337, 1500), (1280, 9000),
                                              (4470, 9000), (9000, 9000), (576, 1500), (296, 1500)])
 def test_echo_search_is_exact_to_the_byte(path_mtu, limit):
     path = FakePath(path_mtu)
-    result = mtu.echo_search(path, limit, 68)
+    result = echo_search(path, limit, 68)
     assert result.status == "confirmed"
     assert result.mtu == path_mtu
     if path_mtu < limit:
         assert result.too_big == path_mtu + 1
-        assert path.sizes.count(path_mtu + 1) >= mtu.MAX_PROBES  # failed every try before it counted
+        assert path.sizes.count(path_mtu + 1) >= pmtud.MAX_PROBES  # failed every try before it counted
     else:
         assert result.too_big is None
 
 
 def test_echo_search_ends_in_few_rounds_when_the_interface_mtu_passes():
     path = FakePath(1500)
-    result = mtu.echo_search(path, 1500, 68)
+    result = echo_search(path, 1500, 68)
     assert result.mtu == 1500 and result.rounds == 1
     assert path.sizes[0] == 1500  # the top is probed first: a LAN usually ends there
 
@@ -108,45 +123,45 @@ def test_echo_search_ends_in_few_rounds_when_the_interface_mtu_passes():
 def test_echo_search_stays_exact_under_random_loss(seed):
     # Loss can delay the answer but never moves it: an ack proves a size, and a failure only
     # counts when the companion beside it got through.
-    result = mtu.echo_search(FakePath(1400, loss=0.05, seed=seed), 1500, 68)
+    result = echo_search(FakePath(1400, loss=0.05, seed=seed), 1500, 68)
     assert result.mtu == 1400 and result.too_big == 1401
 
 
 def test_echo_search_gives_up_when_nothing_answers():
     path = FakePath(1400, loss=1.0)
-    result = mtu.echo_search(path, 1500, 68)
+    result = echo_search(path, 1500, 68)
     assert result.status == "silent" and result.mtu is None
-    assert result.rounds == mtu.MAX_PROBES
+    assert result.rounds == pmtud.MAX_PROBES
 
 
 def test_echo_search_reports_a_path_below_the_floor():
-    result = mtu.echo_search(FakePath(1000), 1500, 1280)
+    result = echo_search(FakePath(1000), 1500, 1280)
     assert result.status == "below-floor" and result.mtu is None
 
 
 def test_echo_search_with_a_coarse_granularity_brackets_the_mtu():
-    result = mtu.echo_search(FakePath(1413), 9000, 68, granularity=16)
+    result = echo_search(FakePath(1413), 9000, 68, granularity=16)
     assert result.status == "confirmed"
     assert result.mtu <= 1413 < result.too_big
     assert result.too_big - result.mtu <= 16
 
 
 def test_first_round_probes_the_top_then_common_mtus():
-    sizes = mtu.plan_round(67, 1501, {}, 3, 1)
+    sizes = plan_round(67, 1501, {}, 3, 1)
     assert sizes[0] == 1500
     assert {1280, 1492, 1400} <= set(sizes)
-    assert len(sizes) == len(set(sizes)) <= mtu.PROBES_PER_ROUND
+    assert len(sizes) == len(set(sizes)) <= pmtud.PROBES_PER_ROUND
     assert all(67 < s < 1501 for s in sizes)
 
 
 def test_a_round_retries_the_smallest_suspect_and_searches_below_it():
-    sizes = mtu.plan_round(1400, 1501, {1420: 1, 1500: 2}, 3, 1)
+    sizes = plan_round(1400, 1501, {1420: 1, 1500: 2}, 3, 1)
     assert sizes[0] == 1420
     assert all(1400 < s < 1420 for s in sizes[1:]) and len(sizes) > 1
 
 
 def test_the_last_round_is_the_last_retry():
-    assert mtu.plan_round(1400, 1501, {1401: 2}, 3, 1) == [1401]
+    assert plan_round(1400, 1501, {1401: 2}, 3, 1) == [1401]
 
 
 class FakeIcmpPath(FakePath):
@@ -157,57 +172,137 @@ class FakeIcmpPath(FakePath):
         super().__init__(path_mtu)
         self.reported = path_mtu if reported is None else reported
         self.target = target
-        self.errors: list[mtu.IcmpError] = []
 
-    def send(self, size, companion=False):
-        pid, _ = super().send(size, companion)
-        self.queue.clear()
-        if size > self.path_mtu:
-            self.errors.append(mtu.IcmpError(errno.EMSGSIZE, sockopts.SO_EE_ORIGIN_ICMP, 3, 4,
-                                             self.reported, "192.0.2.1", pid))
+    def deliver(self, action: Send) -> None:
+        if action.size > self.path_mtu:
+            self.errors.append(IcmpError(errno.EMSGSIZE, sockopts.SO_EE_ORIGIN_ICMP, 3, 4,
+                                         self.reported, "192.0.2.1", action.probe_id))
         else:
-            self.errors.append(mtu.IcmpError(errno.ECONNREFUSED, sockopts.SO_EE_ORIGIN_ICMP, 3, 3, 0,
-                                             self.target, pid))
-        return pid, None
-
-    def wait(self, deadline):
-        errors, self.errors = self.errors, []
-        return [], errors
+            self.errors.append(IcmpError(errno.ECONNREFUSED, sockopts.SO_EE_ORIGIN_ICMP, 3, 3, 0,
+                                         self.target, action.probe_id))
 
 
 def test_icmp_search_follows_the_mtu_a_router_reports():
     path = FakeIcmpPath(1400)
-    result = mtu.icmp_search(path, 1500, 68, path.target)
+    result = icmp_search(path, 1500, 68, path.target)
     assert result.status == "confirmed" and result.mtu == 1400
     assert result.hops == [{"from": "192.0.2.1", "mtu": 1400}]
-    assert path.sizes == [path.smallest, 1500, 1400]  # one small probe, then one per hop
+    assert path.sizes == [72, 1500, 1400]  # one small probe, then one per hop
 
 
 def test_icmp_search_walks_the_plateaus_when_a_router_reports_no_mtu():
     path = FakeIcmpPath(1400, reported=0)  # an RFC 1191 "old" router
-    result = mtu.icmp_search(path, 1500, 68, path.target)
+    result = icmp_search(path, 1500, 68, path.target)
     assert result.mtu == 1280  # the first plateau below 1500 and 1492 that passes: a lower bound
     assert path.sizes[1:] == [1500, 1492, 1280]
 
 
 def test_icmp_search_does_not_take_a_port_unreachable_from_elsewhere_as_an_answer():
     path = FakeIcmpPath(1400, target="192.0.2.77")  # rejected by a firewall, not the target
-    result = mtu.icmp_search(path, 1500, 68, "192.0.2.9")
+    result = icmp_search(path, 1500, 68, "192.0.2.9")
     assert result.mtu is None and result.status == "unreachable"
     assert "192.0.2.77" in result.detail
 
 
 def test_judge_calls_a_black_hole_only_when_icmp_stayed_silent():
     out = {"warnings": []}
-    hole = mtu.judge(out, mtu.IcmpResult(status="no-answer", stalled_at=1500),
-                     mtu.EchoResult(mtu=1400, status="confirmed"), 1500, False)
+    hole = measure.judge(out["warnings"], IcmpResult(status="no-answer", stalled_at=1500),
+                     EchoResult(mtu=1400, status="confirmed"), 1500, False)
     assert hole["black_hole"] is True and hole["path_mtu"] == 1400 and hole["max_payload"] == 1372
-    told = mtu.judge({"warnings": []}, mtu.IcmpResult(mtu=1400, status="confirmed"),
-                     mtu.EchoResult(mtu=1400, status="confirmed"), 1500, False)
+    told = measure.judge([], IcmpResult(mtu=1400, status="confirmed"),
+                     EchoResult(mtu=1400, status="confirmed"), 1500, False)
     assert told["black_hole"] is False
-    seen = mtu.judge({"warnings": []}, None,
-                     mtu.EchoResult(mtu=1400, status="confirmed", ptb=[{"from": "r", "mtu": 1400}]), 1500, True)
+    seen = measure.judge([], None,
+                     EchoResult(mtu=1400, status="confirmed", ptb=[{"from": "r", "mtu": 1400}]), 1500, True)
     assert seen["black_hole"] is False and seen["max_payload"] == 1352
+
+
+def test_icmp_search_times_a_black_hole_by_the_timer_alone():
+    """On a fake clock: a small probe answered in 0.1 ms sets the timer to its 0.2 s floor, then
+    three 1500-byte probes vanish, 0.2 s each: 0.6001 s in all, and no sleep."""
+    path = FakePath(1400)  # drops >1400 silently; what passes is acked, as a udpbench server does
+    result = icmp_search(path, 1500, 68, "192.0.2.9")
+    assert result.status == "no-answer" and result.stalled_at == 1500 and result.mtu is None
+    assert path.sizes == [72, 1500, 1500, 1500]
+    assert result.elapsed_s == pytest.approx(0.0001 + 3 * 0.2)
+
+
+def test_echo_search_with_nothing_answering_waits_the_initial_timer_each_round():
+    # No answer ever: no RTT sample, so each of the three silent rounds waits the 1 s initial timer.
+    result = echo_search(FakePath(1400, loss=1.0), 1500, 68)
+    assert result.status == "silent" and result.elapsed_s == pytest.approx(3 * pmtud.INITIAL_TIMER_S)
+    assert result.timer_s == pmtud.INITIAL_TIMER_S and result.srtt_ms is None
+
+
+def test_echo_search_timer_follows_three_rtts_above_its_floor():
+    # 100 ms round trips: the timer becomes 3 x SRTT = 0.3 s, above the 0.2 s floor.
+    result = echo_search(FakePath(1400, rtt=0.1), 1500, 68)
+    assert result.mtu == 1400 and result.srtt_ms == pytest.approx(100.0)
+    assert result.timer_s == pytest.approx(0.3)
+
+
+def test_a_fixed_timer_is_kept_whatever_the_rtt():
+    result = echo_search(FakePath(1500, rtt=0.01), 1500, 68, timer=1.5)
+    assert result.mtu == 1500 and result.timer_s == 1.5
+
+
+def test_a_refused_probe_counts_as_too_big_at_once():
+    """The kernel refuses (EMSGSIZE, LOCAL) what exceeds the interface MTU: that size has failed
+    every try, and it needs no companion."""
+    search = EchoSearch(0.0, 1500, 1280, False)
+    first = search.next_action(0.0)
+    assert first == Send(1, 1500, False)  # the top of the range first
+    search.on_refused(first.probe_id, IcmpError(errno.EMSGSIZE, pmtud.ORIGIN_LOCAL, 0, 0, 1400, None, None), 0.0)
+    assert search.fails[1500] == pmtud.MAX_PROBES
+    second = search.next_action(0.0)
+    assert not second.companion and second.size != 1500  # no companion for a probe never sent
+    assert search.sent == 1  # the second only: the refused probe is not counted as sent
+
+
+# --- the sweep's path-MTU step: echo, then icmp, then the route ---------------------------------
+
+class FakeClient:
+    host = "192.0.2.7"
+    server_addr = ("192.0.2.7", 1)
+
+    def path_mtu(self):
+        return 1444  # the kernel's IP_MTU: only the last resort may use it
+
+
+def fake_path_mtu(answers: dict):
+    """A stand-in for measure.path_mtu: each method's answer (an MTU, None, or an exception)."""
+    asked = []
+
+    def path_mtu(host, options, client=None):
+        asked.append(options.method)
+        answer = answers[options.method]
+        if isinstance(answer, Exception):
+            raise answer
+        found = measure.PathMtu(host, host, 1, 4, options.method, path_mtu=answer, interface_mtu=1500,
+                                warnings=[] if answer else [f"{options.method}: nothing"])
+        return found
+    return path_mtu, asked
+
+
+@pytest.mark.parametrize("answers, method, mtu, asked", [
+    ({"echo": 1400, "icmp": 1300}, "echo", 1400, ["echo"]),
+    ({"echo": None, "icmp": 1300}, "icmp", 1300, ["echo", "icmp"]),
+    ({"echo": MeasurementError("the server's UDP port is closed"), "icmp": 1300}, "icmp", 1300, ["echo", "icmp"]),
+    ({"echo": None, "icmp": None}, "route", 1444, ["echo", "icmp"]),
+    ({"echo": OSError(errno.EHOSTUNREACH, "No route to host"), "icmp": MeasurementError("gone")},
+     "route", 1444, ["echo", "icmp"]),
+])
+def test_sweep_path_mtu_falls_back_from_echo_to_icmp_to_the_route(monkeypatch, answers, method, mtu, asked):
+    fake, seen = fake_path_mtu(answers)
+    monkeypatch.setattr(measure, "path_mtu", fake)
+    info = measure.sweep_path_mtu(FakeClient(), loopback=False)
+    assert (info["mtu_method"], info["path_mtu"]) == (method, mtu)
+    assert seen == asked  # echo first, icmp only when echo found nothing, never past an answer
+    if method == "route":
+        assert any("kernel's route MTU" in w for w in info["mtu_warnings"])
+    for name, answer in answers.items():
+        if isinstance(answer, Exception) and name in asked:
+            assert any(w.startswith(f"{name}: ") and str(answer) in w for w in info["mtu_warnings"])
 
 
 # --- loopback ------------------------------------------------------------------------------
@@ -266,16 +361,16 @@ def test_both_methods_find_a_socket_mtu_cap_on_ipv6_loopback():
     # IPV6_MTU caps one socket's MTU: the kernel refuses (EMSGSIZE) DF datagrams above it,
     # which both methods must read as "too big" and settle on exactly the cap.
     with Server("::1", 0) as server, Client("::1", server.port) as client:
-        session = mtu.EchoSession(client).open()
+        session = prober_mod.EchoSession(client).open()
         try:
             found = {}
             for name in ("echo", "icmp"):
                 with client.data_socket() as sock:
                     sock.setsockopt(socket.IPPROTO_IPV6, sockopts.IPV6_MTU, 1400)
-                    prober = mtu.Prober(sock, session.session)
-                    search = mtu.echo_search if name == "echo" else (
-                        lambda p, hi, lo: mtu.icmp_search(p, hi, lo, "::1"))
-                    found[name] = search(prober, 1500, 1280)
+                    prober = prober_mod.Prober(sock, session.session)
+                    search = (EchoSearch(time.monotonic(), 1500, 1280, True) if name == "echo"
+                              else IcmpSearch(time.monotonic(), 1500, 1280, "::1", True))
+                    found[name] = prober_mod.drive(search, prober)
         finally:
             session.close()
     assert found["echo"].mtu == 1400 and found["echo"].too_big == 1401
@@ -285,14 +380,15 @@ def test_both_methods_find_a_socket_mtu_cap_on_ipv6_loopback():
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 on loopback")
 def test_echo_session_renewed_mid_search_keeps_answering(monkeypatch):
     # The server ends an echo session after 10 s of control silence; long searches renew it.
-    monkeypatch.setattr(mtu, "SESSION_REFRESH_S", 0.0)  # renew before every round
+    monkeypatch.setattr(prober_mod, "SESSION_REFRESH_S", 0.0)  # renew before every round
     with Server("::1", 0) as server, Client("::1", server.port) as client:
-        session = mtu.EchoSession(client).open()
+        session = prober_mod.EchoSession(client).open()
         try:
             with client.data_socket() as sock:
                 sock.setsockopt(socket.IPPROTO_IPV6, sockopts.IPV6_MTU, 1337)
-                prober = mtu.Prober(sock, session.session)
-                result = mtu.echo_search(prober, 1500, 1280, keepalive=lambda: session.keepalive(prober))
+                prober = prober_mod.Prober(sock, session.session)
+                search = EchoSearch(time.monotonic(), 1500, 1280, True)
+                result = prober_mod.drive(search, prober, keepalive=lambda: session.keepalive(prober))
         finally:
             session.close()
     assert result.mtu == 1337 and result.status == "confirmed"
@@ -334,7 +430,7 @@ def test_echo_method_with_no_server_at_a_remote_host_is_a_user_error(monkeypatch
 
 
 def test_the_command_runs_as_a_program():
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(mtu.__file__))))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(mtu_cli.__file__)))))
     proc = subprocess.run([sys.executable, "-m", "udpbench", "mtu", "127.0.0.1", "--json"],
                           capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0, proc.stderr
@@ -343,7 +439,7 @@ def test_the_command_runs_as_a_program():
 
 def test_sweep_reads_the_loopback_mtu_without_probing(loopback_server):
     with Client("127.0.0.1", loopback_server.port) as client:
-        found = mtu.sweep_path_mtu(client, loopback=True)
+        found = measure.sweep_path_mtu(client, loopback=True)
     assert found["path_mtu"] == 65535 and found["mtu_method"] == "route"
     assert found["black_hole"] is False and found["interface_mtu"] == 65536
 
@@ -362,7 +458,7 @@ LAB_PORT = 1060
 
 def _env() -> dict:
     # The namespaces run the same udpbench this test imported (installed, or this tree).
-    return dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(mtu.__file__))))
+    return dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(mtu_cli.__file__)))))
 
 
 @pytest.fixture(scope="module")
@@ -475,3 +571,23 @@ def test_df_sweep_marks_sizes_above_the_path_mtu_not_sendable(served_lab, v6):
     for size in (largest + 1, 2 * largest):
         assert rows[size]["sendable"] is False and rows[size]["send_error"] == "EMSGSIZE"
         assert rows[size]["sent"] == 0 and rows[size]["send_errors_by_errno"] == {"EMSGSIZE": 1}
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("method", ["both", "icmp"])
+def test_mtu_to_an_unreachable_network_is_one_line(method):
+    """A namespace with only lo up has no route to 10.99.0.1: one line and the exit status that
+    blast and sweep give there, never a traceback. The datagram cannot leave the namespace."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        pytest.skip("needs root and `ip` for a network namespace")
+    ns = f"ubt{os.getpid()}xnoroute{method}"
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True, timeout=10)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, capture_output=True, timeout=10)
+        proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "udpbench", "mtu", "10.99.0.1",
+                               "--method", method], capture_output=True, text=True, timeout=60)
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip() == "udpbench: cannot reach 10.99.0.1:1060: Network is unreachable"
+    assert proc.stdout == ""

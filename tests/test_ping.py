@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 
 from udpbench.protocol import control
-from udpbench.transport import ping
-from udpbench.protocol import wire
+from udpbench.cli import ping as ping_cli
+from udpbench.measure import embedded
+from udpbench.measure import ping as ping_api
+from udpbench.protocol import rto, wire
 from udpbench.cli import main
-from udpbench.transport.ping import Pinger, RtoEstimator
+from udpbench.protocol.rto import Backoff, GiveUp, RtoEstimator, Transmit, Wait
+from udpbench.transport import pinger
+from udpbench.transport.pinger import Pinger
 from udpbench.transport.server import EchoCounts, Server
 
 
@@ -47,9 +51,9 @@ def test_rto_estimator_clock_granularity_floor_and_ceiling():
     assert est.rttvar < 0.0025 and est.rto == pytest.approx(est.srtt + 0.010)
     lan = RtoEstimator()  # the defaults: 20 ms floor, 2 s ceiling
     lan.sample(0.0001)
-    assert lan.rto == ping.RTO_MIN_S
+    assert lan.rto == rto.RTO_MIN_S
     lan.sample(10.0)
-    assert lan.rto == ping.RTO_MAX_S
+    assert lan.rto == rto.RTO_MAX_S
 
 
 def test_rto_limits_are_checked():
@@ -61,7 +65,7 @@ def test_percentile_matches_numpy():
     rng = random.Random(5)
     values = [rng.expovariate(1.0) for _ in range(101)]
     for q in (0, 50, 90, 99, 100):
-        assert ping.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+        assert pinger.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
 
 
 # --- serve --drop ---------------------------------------------------------------------------------
@@ -96,7 +100,8 @@ def expected_tries(drop: float, seed: int, requests: int, max_tries: int) -> lis
 
 def test_ping_against_dropping_server_accounts_for_every_request(dropping_server):
     est = RtoEstimator(initial=0.05, minimum=0.05, maximum=0.8)  # tries wait 50,100,200,400,800 ms
-    r = ping.ping("127.0.0.1", dropping_server.port, count=16, interval=0.001, estimator=est)
+    r = ping_api.ping("127.0.0.1", port=dropping_server.port, count=16, interval=0.001, rto_initial=est.rto,
+                      rto_min=est.minimum, rto_max=est.maximum).as_dict()
     assert r["sent"] == 16 and r["received"] + r["lost"] == r["sent"]
     assert r["loss_ratio"] == pytest.approx(r["lost"] / r["sent"])
     assert len(r["attempts"]) == 16 and all(a >= 1 for a in r["attempts"])
@@ -294,9 +299,9 @@ def test_silent_server_gives_the_down_verdict():
         est = RtoEstimator(initial=0.02, minimum=0.02, maximum=0.08)
         r = Pinger(sock, 1, 64, est).run(count=5, interval=0.001, deadline=20)
     assert r["verdict"] == "down"
-    assert r["sent"] == ping.DOWN_AFTER and r["received"] == 0 and r["lost"] == r["sent"]
+    assert r["sent"] == pinger.DOWN_AFTER and r["received"] == 0 and r["lost"] == r["sent"]
     assert all(q["timeouts_ms"] == [20.0, 40.0, 80.0] for q in r["requests"])
-    assert "looks down" in ping.summary_text({**r, "host": "h", "address": "127.0.0.1", "port": 1,
+    assert "looks down" in ping_cli.summary_text({**r, "host": "h", "address": "127.0.0.1", "port": 1,
                                               "deadline_s": 20, "server": {}})
 
 
@@ -308,7 +313,7 @@ def test_closed_port_counts_icmp_refusals():
         sock.connect(addr)
         est = RtoEstimator(initial=0.02, minimum=0.02, maximum=0.04)
         r = Pinger(sock, 1, 64, est).run(count=3, interval=0.001, deadline=10)
-    assert r["verdict"] == "down" and r["received"] == 0 and r["sent"] == ping.DOWN_AFTER
+    assert r["verdict"] == "down" and r["received"] == 0 and r["sent"] == pinger.DOWN_AFTER
     assert r["refused"] == r["transmissions"]  # every try met the closed port's ICMP refusal
 
 
@@ -355,22 +360,112 @@ def test_ping_cli_user_errors(dropping_server, capsys, argv, words):
     assert words in err and err.count("\n") == 1
 
 
-def test_ping_without_a_server_is_one_line(capsys):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    assert main(["ping", "127.0.0.1", "--port", str(port)]) == 2
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def test_ping_without_a_server_at_a_remote_host_is_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(embedded, "is_loopback", lambda address: False)  # as if 127.0.0.1 were remote
+    assert main(["ping", "127.0.0.1", "--port", str(free_port())]) == 2
     err = capsys.readouterr().err
     assert "no udpbench server" in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", pytest.param("::1", marks=pytest.mark.ipv6)])
+def test_ping_on_loopback_with_no_server_uses_an_embedded_one(host, capsys):
+    port = free_port(host)
+    code = main(["ping", host, "--port", str(port), "-c", "3", "-i", "0.01", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["received"] == 3 and out["address"] == host
+    assert out["port"] != port  # the embedded server listens on a port of its own
+    assert out["server"]["echo_requests"] == out["transmissions"] == 3  # its own count agrees
+
+
+def test_ping_accepts_a_clamped_echo_duration_and_reports_it(monkeypatch):
+    """A server with a shorter max duration grants less than asked: ping keeps to the grant."""
+    from udpbench.transport.client import Client
+
+    opened = Client.open_echo
+
+    def clamping(self, session, duration_s=0.0):
+        started = opened(self, session, duration_s)
+        return {**started, "granted": {"duration_s": 0.3}}
+
+    monkeypatch.setattr(Client, "open_echo", clamping)
+    notices = []
+    with Server("127.0.0.1", 0) as server:
+        started = time.monotonic()
+        r = ping_api.ping("127.0.0.1", port=server.port, count=50, interval=0.05, on_notice=notices.append)
+        took = time.monotonic() - started
+    assert r.deadline_s == 0.3 and r.deadline_asked_s == 50 * 0.05 + 5 * rto.RTO_MAX_S
+    assert r.deadline_reached and r.sent < 50 and r.received == r.sent
+    assert took < 2.5  # the 12.5 s asked for was not used
+    assert len(notices) == 1 and "clamped the echo session to 0.3 s (asked 12.5 s)" in notices[0]
+    assert r.as_dict()["deadline_asked_s"] == 12.5
+
+
+def test_ping_result_keeps_the_json_fields():
+    with Server("127.0.0.1", 0) as server:
+        r = ping_api.ping("127.0.0.1", port=server.port, count=1)
+    fields = r.as_dict()
+    assert "deadline_asked_s" not in fields  # only when the server clamped
+    assert list(fields)[:8] == ["host", "address", "port", "family", "count", "interval_s", "deadline_s", "df"]
+    assert fields["sent"] == fields["received"] == 1 and list(fields)[-1] == "server"
+
+
+# --- the retry schedule, on a fake clock -----------------------------------------------------------
+
+def test_backoff_doubles_each_try_up_to_the_ceiling_then_gives_up():
+    b = Backoff(initial=0.25, maximum=2.0, deadline=100.0)
+    now, sent_at, timeouts = 0.0, [], []
+    while True:
+        action = b.next_action(now)
+        if isinstance(action, Transmit):
+            sent_at.append(now)
+            timeouts.append(action.timeout)
+            b.on_sent(now)
+        elif isinstance(action, Wait):
+            now = action.until  # nothing answers
+        else:
+            break
+    assert timeouts == [0.25, 0.5, 1.0, 2.0]
+    assert sent_at == [0.0, 0.25, 0.75, 1.75]  # each try leaves when the one before timed out
+    assert action == GiveUp("ceiling") and now == 3.75
+
+
+def test_backoff_gives_up_at_the_deadline_mid_try():
+    b = Backoff(initial=1.0, maximum=2.0, deadline=1.5)
+    assert b.next_action(0.0) == Transmit(1.0, retry=False)
+    b.on_sent(0.0)
+    assert b.next_action(0.5) == Wait(1.0)
+    assert b.next_action(1.0) == Transmit(2.0, retry=True)
+    b.on_sent(1.0)
+    assert b.next_action(1.2) == Wait(1.5)  # the deadline comes before the try's timeout (3.0)
+    assert b.next_action(1.5) == GiveUp("deadline")
+
+
+def test_backoff_stops_at_an_answer_and_at_a_refused_too_big_send():
+    b = Backoff(initial=0.1, maximum=1.0, deadline=10.0)
+    b.next_action(0.0)
+    b.on_sent(0.0)
+    b.on_answered()
+    assert isinstance(b.next_action(5.0), rto.Answered)  # however late it is asked
+    big = Backoff(initial=0.1, maximum=1.0, deadline=10.0)
+    big.next_action(0.0)
+    big.on_too_big()
+    assert big.next_action(0.0) == GiveUp("too-big")
+
+
+@pytest.mark.ipv6
 def test_replies_leave_from_the_address_the_request_went_to():
     """A wildcard server on a host with several addresses: 127.0.0.2 is asked, 127.0.0.1 is the
     client's source; a reply from 127.0.0.1 would be dropped by the connected socket."""
     with Server(None, 0) as server:
         for host in ("127.0.0.2", "::1"):
-            r = ping.ping(host, server.port, count=2, interval=0.001,
-                          estimator=RtoEstimator(0.5, 0.05, 0.5))
+            r = ping_api.ping(host, port=server.port, count=2, interval=0.001, rto_initial=0.5, rto_min=0.05,
+                              rto_max=0.5).as_dict()
             assert r["received"] == 2 and r["transmissions"] == 2, host
 
 

@@ -17,8 +17,8 @@ class _Parser(argparse.ArgumentParser):
 
 # Each command's module owns its arguments and a run(args) -> int; in the order `--help` lists them.
 COMMANDS = {
-    "sweep": "udpbench.cli.sweep", "blast": "udpbench.cli.blast", "mtu": "udpbench.transport.mtu",
-    "ping": "udpbench.transport.ping", "serve": "udpbench.transport.server",
+    "sweep": "udpbench.cli.sweep", "blast": "udpbench.cli.blast", "mtu": "udpbench.cli.mtu",
+    "ping": "udpbench.cli.ping", "serve": "udpbench.transport.server",
     "discover": "udpbench.transport.discover", "show": "udpbench.cli.show", "plot": "udpbench.cli.plot",
     "lab": "udpbench.lab.lab",
 }

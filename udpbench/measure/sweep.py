@@ -18,7 +18,7 @@ from udpbench.output import results
 from udpbench.protocol import frag
 from udpbench.protocol import wire
 from udpbench.protocol.row import Row
-from udpbench.transport import mtu as path_mtu
+from udpbench.measure import path_mtu
 from udpbench.transport.server import DEFAULT_PORT
 from udpbench.transport.streams import blast_streams
 
