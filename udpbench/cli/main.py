@@ -17,10 +17,10 @@ class _Parser(argparse.ArgumentParser):
 
 # Each command's module owns its arguments and a run(args) -> int; in the order `--help` lists them.
 COMMANDS = {
-    "sweep": "udpbench.cli.sweep", "blast": "udpbench.cli.blast", "mtu": "udpbench.cli.mtu",
-    "ping": "udpbench.cli.ping", "serve": "udpbench.transport.server",
-    "discover": "udpbench.transport.discover", "show": "udpbench.cli.show", "plot": "udpbench.cli.plot",
-    "lab": "udpbench.lab.lab",
+    "sweep": "udpbench.cli.sweep", "blast": "udpbench.cli.blast", "capacity": "udpbench.cli.capacity",
+    "mtu": "udpbench.cli.mtu", "ping": "udpbench.cli.ping", "serve": "udpbench.transport.server",
+    "discover": "udpbench.cli.discover", "show": "udpbench.cli.show", "plot": "udpbench.cli.plot",
+    "lab": "udpbench.cli.lab", "mesh": "udpbench.cli.mesh", "exporter": "udpbench.cli.exporter",
 }
 
 

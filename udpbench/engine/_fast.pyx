@@ -25,6 +25,9 @@ cdef enum:
     OFF_SESSION = 8
     OFF_SEQ = 16
     OFF_TX_NS = 24
+    OFF_SCHED_NS = 32               # DATA body: the scheduled send time, when FLAG_SCHEDULED
+    SCHED_MIN_SIZE = 40             # payloads this large carry it
+    FLAG_SCHEDULED = 2
     WIRE_VERSION = 1
     KIND_DATA = 1
 
@@ -102,11 +105,16 @@ cdef inline void write_header(unsigned char *p, uint8_t kind, uint16_t flags, ui
     memcpy(p + OFF_TX_NS, &tx_be, 8)
 
 
-cdef inline void stamp(unsigned char *p, uint64_t seq, uint64_t tx_ns) noexcept nogil:
+cdef inline void stamp(unsigned char *p, uint64_t seq, uint64_t tx_ns, bint has_sched,
+                       uint64_t sched_ns) noexcept nogil:
     cdef uint64_t seq_be = htobe64(seq)
     cdef uint64_t tx_be = htobe64(tx_ns)
+    cdef uint64_t sched_be
     memcpy(p + OFF_SEQ, &seq_be, 8)
     memcpy(p + OFF_TX_NS, &tx_be, 8)
+    if has_sched:
+        sched_be = htobe64(sched_ns)
+        memcpy(p + OFF_SCHED_NS, &sched_be, 8)
 
 
 cdef inline uint64_t read_u64(const unsigned char *p) noexcept nogil:
@@ -138,48 +146,82 @@ cdef inline uint64_t hist_lower(int i) noexcept nogil:
     return (<uint64_t>(HIST_SUB + i % HIST_SUB)) << (e - HIST_SUB_BITS)
 
 
+cdef struct Hist:
+    uint64_t bins[HIST_BINS]
+    uint64_t count
+    uint64_t max_value
+
+
+cdef inline void hist_add(Hist *h, uint64_t v) noexcept nogil:
+    h.bins[hist_index(v)] += 1
+    h.count += 1
+    if v > h.max_value:
+        h.max_value = v
+
+
+cdef uint64_t hist_at_rank(const Hist *h, uint64_t rank) noexcept nogil:
+    """The ``rank``-th smallest value (1-based): its bucket's midpoint, capped by the maximum."""
+    cdef uint64_t seen = 0, lower, upper
+    cdef int i
+    if h.count == 0:
+        return 0
+    if rank < 1:
+        rank = 1
+    for i in range(HIST_BINS):
+        seen += h.bins[i]
+        if seen >= rank:
+            lower = hist_lower(i)
+            upper = hist_lower(i + 1) if i + 1 < HIST_BINS else lower
+            if upper > h.max_value + 1:
+                upper = h.max_value + 1
+            return lower + (upper - lower) // 2 if upper > lower + 1 else lower
+    return h.max_value
+
+
+cdef inline uint64_t rank_of(double q, uint64_t count) noexcept nogil:
+    cdef uint64_t want = <uint64_t>(q * count + 0.5)
+    return want if want >= 1 else 1
+
+
+cdef inline double bucket_middle(int i) noexcept nogil:
+    """A bucket's representative value: exact below 32, else its midpoint."""
+    if i < HIST_SUB:
+        return <double>i
+    return (<double>hist_lower(i) + <double>hist_lower(i + 1) - 1.0) / 2.0
+
+
 cdef class Histogram:
     """Counts of durations in ns in fixed log-linear buckets: percentiles within 3 %, memory flat.
 
     The send loop keeps two (gaps between syscalls, lateness against the schedule); Python can
     feed one too, which is how the tests check the bucket arithmetic.
     """
-    cdef uint64_t bins[HIST_BINS]
-    cdef readonly uint64_t count
-    cdef readonly uint64_t max_value
+    cdef Hist h
 
     def __cinit__(self):
-        memset(self.bins, 0, sizeof(self.bins))
+        memset(&self.h, 0, sizeof(Hist))
+
+    @property
+    def count(self):
+        return self.h.count
+
+    @property
+    def max_value(self):
+        return self.h.max_value
 
     cdef inline void add(self, uint64_t v) noexcept nogil:
-        self.bins[hist_index(v)] += 1
-        self.count += 1
-        if v > self.max_value:
-            self.max_value = v
+        hist_add(&self.h, v)
 
     def record(self, uint64_t value):
-        self.add(value)
+        hist_add(&self.h, value)
 
     def percentile(self, double q):
         """The value below which a fraction ``q`` of the counts lie (bucket midpoint); 0 if empty."""
-        if self.count == 0:
+        if self.h.count == 0:
             return 0
         if not 0.0 <= q <= 1.0:
             raise ValueError("q is a fraction between 0 and 1")
-        cdef uint64_t want = <uint64_t>(q * self.count + 0.5)
-        cdef uint64_t seen = 0, lower, upper
-        cdef int i
-        if want < 1:
-            want = 1
-        for i in range(HIST_BINS):
-            seen += self.bins[i]
-            if seen >= want:
-                lower = hist_lower(i)
-                upper = hist_lower(i + 1) if i + 1 < HIST_BINS else lower
-                if upper > self.max_value + 1:
-                    upper = self.max_value + 1
-                return lower + (upper - lower) // 2 if upper > lower + 1 else lower
-        return self.max_value
+        return hist_at_rank(&self.h, rank_of(q, self.h.count))
 
     def summary(self, prefix):
         """{prefix_p1_ns, _p50_ns, _p99_ns, _p999_ns, _max_ns}: what the row reports."""
@@ -188,8 +230,83 @@ cdef class Histogram:
             f"{prefix}_p50_ns": self.percentile(0.50),
             f"{prefix}_p99_ns": self.percentile(0.99),
             f"{prefix}_p999_ns": self.percentile(0.999),
-            f"{prefix}_max_ns": self.max_value,
+            f"{prefix}_max_ns": self.h.max_value,
         }
+
+
+cdef struct SignedHist:
+    # Delays between two hosts' clocks can be negative before the offset is known: magnitudes
+    # of negative values go into their own histogram, so resolution stays 3 % either side of 0.
+    Hist pos
+    Hist neg
+    int64_t min_value
+    int64_t max_value
+
+
+cdef inline void signed_add(SignedHist *h, int64_t v) noexcept nogil:
+    if h.pos.count + h.neg.count == 0:
+        h.min_value = v
+        h.max_value = v
+    elif v < h.min_value:
+        h.min_value = v
+    elif v > h.max_value:
+        h.max_value = v
+    if v >= 0:
+        hist_add(&h.pos, <uint64_t>v)
+    else:
+        hist_add(&h.neg, <uint64_t>(-v))
+
+
+cdef int64_t signed_percentile(const SignedHist *h, double q) noexcept nogil:
+    cdef uint64_t n = h.pos.count + h.neg.count
+    if n == 0:
+        return 0
+    cdef uint64_t rank = rank_of(q, n)
+    if rank > n:
+        rank = n
+    cdef int64_t v
+    if rank == n:
+        return h.max_value
+    if rank == 1:
+        return h.min_value
+    if rank <= h.neg.count:  # ascending order starts at the largest negative magnitude
+        v = -<int64_t>hist_at_rank(&h.neg, h.neg.count - rank + 1)
+    else:
+        v = <int64_t>hist_at_rank(&h.pos, rank - h.neg.count)
+    # A bucket's midpoint can lie outside what was seen; the extremes are exact.
+    return h.min_value if v < h.min_value else (h.max_value if v > h.max_value else v)
+
+
+cdef dict signed_summary(const SignedHist *h, str prefix):
+    cdef uint64_t n = h.pos.count + h.neg.count
+    return {
+        f"{prefix}_samples": n,
+        f"{prefix}_min_ns": h.min_value if n else 0,
+        f"{prefix}_p50_ns": signed_percentile(h, 0.50),
+        f"{prefix}_p90_ns": signed_percentile(h, 0.90),
+        f"{prefix}_p99_ns": signed_percentile(h, 0.99),
+        f"{prefix}_p999_ns": signed_percentile(h, 0.999),
+        f"{prefix}_max_ns": h.max_value if n else 0,
+    }
+
+
+cdef class DelayHistogram:
+    """Signed delays in ns (Python-fed): the receiver's one-way-delay histogram, for tests."""
+    cdef SignedHist h
+
+    def __cinit__(self):
+        memset(&self.h, 0, sizeof(SignedHist))
+
+    def record(self, int64_t value):
+        signed_add(&self.h, value)
+
+    def percentile(self, double q):
+        if not 0.0 <= q <= 1.0:
+            raise ValueError("q is a fraction between 0 and 1")
+        return signed_percentile(&self.h, q)
+
+    def summary(self, prefix):
+        return signed_summary(&self.h, prefix)
 
 
 cdef class StopFlag:
@@ -317,6 +434,11 @@ def send_datagrams(int fd, int engine, Py_ssize_t size, uint64_t session, uint64
     cdef Histogram gaps = Histogram()
     cdef Histogram lateness = Histogram()
     cdef int i
+    # Payloads of 40 bytes or more carry their scheduled send time after the header, so the
+    # receiver can measure delay from the schedule (docs/engines.md, "One-way delay").
+    cdef bint has_sched = size >= SCHED_MIN_SIZE
+    if has_sched:
+        flags |= FLAG_SCHEDULED
     for i in range(most):
         write_header(bufs.data + i * size, KIND_DATA, <uint16_t>flags, session, first_seq + i, 0)
         bufs.iovs[i].iov_base = bufs.data + i * size
@@ -350,6 +472,9 @@ def send_datagrams(int fd, int engine, Py_ssize_t size, uint64_t session, uint64
     pacer.sleeps = 0
     pacer.overslept = 0
     cdef uint64_t t_start = clock_ns(CLOCK_MONOTONIC)
+    # Deadlines are on CLOCK_MONOTONIC; the wire carries CLOCK_REALTIME, like tx_ns.
+    cdef uint64_t realtime_shift = clock_ns(CLOCK_REALTIME) - t_start
+    cdef uint64_t sched_first = 0
     cdef uint64_t origin = t_start  # slot k is due at origin + k * interval
     cdef uint64_t t_end = t_start + <uint64_t>(duration * 1e9) if duration > 0 else <uint64_t>-1
     cdef uint64_t t_stop = 0  # when the paced schedule ran out: the end of the sending interval
@@ -405,6 +530,7 @@ def send_datagrams(int fd, int engine, Py_ssize_t size, uint64_t session, uint64
                     wait_until(&pacer, due)
                     now = clock_ns(CLOCK_MONOTONIC)
                 lateness.add(now - deadline if now > deadline else 0)
+                sched_first = deadline + realtime_shift
                 last_span = <uint64_t>(interval_ns * n)
             if syscalls:
                 gap = now - last_call
@@ -417,17 +543,21 @@ def send_datagrams(int fd, int engine, Py_ssize_t size, uint64_t session, uint64
             last_call = now
             syscalls += 1
             tx = clock_ns(CLOCK_REALTIME)
+            if interval_ns <= 0:
+                sched_first = tx  # unpaced: no schedule but "now"
             if engine == ENGINE_SEND_:
-                stamp(bufs.data, seq, tx)
+                stamp(bufs.data, seq, tx, has_sched, sched_first)
                 rs = send(fd, bufs.data, size, 0)
                 r = 1 if rs >= 0 else -1
             elif engine == ENGINE_MMSG_:
                 for i in range(n):
-                    stamp(bufs.data + i * size, seq + i, tx)
+                    stamp(bufs.data + i * size, seq + i, tx, has_sched,
+                          sched_first + <uint64_t>(i * interval_ns))
                 r = sendmmsg(fd, bufs.msgs, n, 0)
             else:
                 for i in range(n):
-                    stamp(bufs.data + i * size, seq + i, tx)
+                    stamp(bufs.data + i * size, seq + i, tx, has_sched,
+                          sched_first + <uint64_t>(i * interval_ns))
                 gso_iov.iov_base = bufs.data
                 gso_iov.iov_len = n * size
                 rs = sendmsg(fd, &gso_msg, 0)
@@ -526,6 +656,23 @@ cdef class Receiver:
     cdef bint have_transit
     cdef readonly uint32_t rxq_overflow
     cdef readonly bint saw_overflow_count
+    cdef readonly uint64_t first_rx_count    # datagrams stamped with the first arrival time
+    cdef SignedHist owd                      # receive time - actual send time
+    cdef SignedHist sched_owd                # receive time - scheduled send time
+    # Loss episodes (RFC 3357): a sequence number is judged once it leaves the window, in
+    # order, and closes a run of losses or of arrivals.
+    cdef uint64_t next_judged
+    cdef bint run_lost
+    cdef uint64_t run_length
+    cdef Hist loss_runs, arrival_runs
+    # Per-datagram trace: arrays owned by Python (kept alive by trace_arrays), filled in order.
+    cdef readonly object trace_arrays
+    cdef uint64_t *trace_seq
+    cdef int64_t *trace_sched
+    cdef int64_t *trace_tx
+    cdef int64_t *trace_rx
+    cdef uint8_t *trace_dup
+    cdef readonly uint64_t trace_length, trace_capacity, trace_cut
     cdef int stop_flag
     cdef unsigned char *bufs
     cdef unsigned char *ctrl
@@ -593,17 +740,127 @@ cdef class Receiver:
             "max_transit_ns": self.max_transit_ns if self.received else 0,
             "mean_transit_ns": self.mean_transit_ns,
             "rxq_overflow": self.rxq_overflow if self.saw_overflow_count else None,
+            "first_rx_count": self.first_rx_count,
+            **signed_summary(&self.owd, "owd"),
+            **signed_summary(&self.sched_owd, "sched_owd"),
+            **self.loss_episodes(),
+        }
+
+    def set_trace(self, seq, scheduled_ns, tx_ns, rx_ns, duplicate):
+        """Record every arriving datagram into these equal-length numpy arrays (uint64, int64,
+        int64, int64, uint8) until they are full; later arrivals are counted in ``trace_cut``."""
+        cdef uint64_t[::1] s = seq
+        cdef int64_t[::1] sc = scheduled_ns
+        cdef int64_t[::1] t = tx_ns
+        cdef int64_t[::1] r = rx_ns
+        cdef uint8_t[::1] d = duplicate
+        cdef Py_ssize_t n = s.shape[0]
+        if not (sc.shape[0] == t.shape[0] == r.shape[0] == d.shape[0] == n):
+            raise ValueError("trace arrays must have the same length")
+        self.trace_arrays = (seq, scheduled_ns, tx_ns, rx_ns, duplicate)
+        self.trace_capacity = n
+        self.trace_length = 0
+        self.trace_cut = 0
+        if n:
+            self.trace_seq, self.trace_sched, self.trace_tx = &s[0], &sc[0], &t[0]
+            self.trace_rx, self.trace_dup = &r[0], &d[0]
+
+    cdef inline void trace(self, uint64_t seq, uint64_t sched, uint64_t tx, int64_t rx,
+                           bint dup) noexcept nogil:
+        cdef uint64_t k = self.trace_length
+        if k >= self.trace_capacity:
+            if self.trace_capacity:
+                self.trace_cut += 1
+            return
+        self.trace_seq[k] = seq
+        self.trace_sched[k] = <int64_t>sched
+        self.trace_tx[k] = <int64_t>tx
+        self.trace_rx[k] = rx
+        self.trace_dup[k] = dup
+        self.trace_length = k + 1
+
+    cdef inline void judge(self, bint lost, uint64_t count) noexcept nogil:
+        """Extend the current run of losses (or arrivals) by ``count`` sequence numbers."""
+        if self.run_length and lost != self.run_lost:
+            hist_add(&self.loss_runs if self.run_lost else &self.arrival_runs, self.run_length)
+            self.run_length = 0
+        self.run_lost = lost
+        self.run_length += count
+
+    cdef inline bint missing(self, uint64_t s) noexcept nogil:
+        return (self.window[(s >> 6) & (WINDOW_WORDS - 1)] >> (s & 63)) & 1 == 0
+
+    cdef inline void judge_until(self, uint64_t end) noexcept nogil:
+        """Judge every sequence number below ``end`` (all still in the window), from its bit."""
+        cdef uint64_t s = self.next_judged
+        while s < end:
+            self.judge(self.missing(s), 1)
+            s += 1
+        if end > self.next_judged:
+            self.next_judged = end
+
+    def loss_episodes(self):
+        """Loss bursts and the gaps between them (RFC 3357) over the sequence numbers from the
+        first received (or 0, when that is within the window) to the highest received:
+        ``loss_burst_count``, ``loss_burst_mean``, ``loss_burst_max``, ``loss_gap_mean``
+        (datagrams received between bursts), ``loss_conditional`` (the chance a datagram is
+        lost when the one before it was) and both histograms as {bucket's lowest length: count},
+        exact below 32. Reads a copy of the run state: the receiver goes on unchanged."""
+        cdef Hist losses = self.loss_runs
+        cdef Hist arrivals = self.arrival_runs
+        cdef bint lost = self.run_lost
+        cdef uint64_t length = self.run_length, s
+        cdef int i
+        if self.started:
+            s = self.next_judged
+            while s <= self.highest:
+                if length and self.missing(s) != lost:
+                    hist_add(&losses if lost else &arrivals, length)
+                    length = 0
+                lost = self.missing(s)
+                length += 1
+                s += 1
+        if length:
+            hist_add(&losses if lost else &arrivals, length)
+        bursts, gaps = {}, {}
+        lost_total = arrived_total = 0
+        for i in range(HIST_BINS):
+            if losses.bins[i]:
+                bursts[hist_lower(i)] = losses.bins[i]
+                lost_total += losses.bins[i] * bucket_middle(i)
+            if arrivals.bins[i]:
+                gaps[hist_lower(i)] = arrivals.bins[i]
+                arrived_total += arrivals.bins[i] * bucket_middle(i)
+        n = losses.count
+        return {
+            "loss_burst_count": n,
+            "loss_burst_mean": lost_total / n if n else 0.0,
+            "loss_burst_max": losses.max_value,
+            "loss_gap_mean": arrived_total / arrivals.count if arrivals.count else 0.0,
+            # Of the lost datagrams, those whose predecessor was lost too: (L - B) / L. The
+            # range ends at a received datagram, so every lost one has a successor.
+            "loss_conditional": (lost_total - n) / lost_total if lost_total else 0.0,
+            "loss_burst_histogram": bursts,
+            "loss_gap_histogram": gaps,
         }
 
     cdef inline void clear_bit(self, uint64_t s) noexcept nogil:
         self.window[(s >> 6) & (WINDOW_WORDS - 1)] &= ~(1ULL << (s & 63))
 
     cdef inline void advance(self, uint64_t seq) noexcept nogil:
-        """Slide the window so that ``seq`` is the highest sequence number seen."""
+        """Slide the window so that ``seq`` is the highest sequence number seen, judging the
+        sequence numbers that leave it (for loss episodes) before their bits are reused."""
         cdef uint64_t s = self.highest + 1
         if seq - self.highest >= WINDOW_BITS:
+            self.judge_until(self.highest + 1)
+            # Everything between the old highest and the new window was never seen: lost.
+            if seq - WINDOW_BITS + 1 > self.next_judged:
+                self.judge(1, seq - WINDOW_BITS + 1 - self.next_judged)
+                self.next_judged = seq - WINDOW_BITS + 1
             memset(self.window, 0, sizeof(self.window))
         else:
+            if seq >= WINDOW_BITS:
+                self.judge_until(seq - WINDOW_BITS + 1)
             while s < seq:
                 if (s & 63) == 0 and seq - s >= 64:
                     self.window[(s >> 6) & (WINDOW_WORDS - 1)] = 0
@@ -615,9 +872,10 @@ cdef class Receiver:
 
     cdef void on_datagram(self, const unsigned char *p, size_t n, int64_t rx_ns, bint timed) noexcept nogil:
         cdef uint32_t magic
-        cdef uint64_t seq, gap, behind, word_bit
+        cdef uint64_t seq, gap, behind, word_bit, tx_ns, sched_ns
         cdef int64_t transit, d
         cdef uint64_t *word
+        cdef bint in_window = 1
         if n < HEADER_SIZE:
             self.foreign += 1
             return
@@ -627,10 +885,20 @@ cdef class Receiver:
             self.foreign += 1
             return
         seq = read_u64(p + OFF_SEQ)
+        tx_ns = read_u64(p + OFF_TX_NS)
+        sched_ns = tx_ns
+        if n >= SCHED_MIN_SIZE and (p[OFF_FLAGS + 1] & FLAG_SCHEDULED):
+            sched_ns = read_u64(p + OFF_SCHED_NS)
+            # A batch leaves at its first datagram's deadline, so the rest leave early:
+            # delay counts from the earlier of the two times (docs/engines.md).
+            if sched_ns > tx_ns:
+                sched_ns = tx_ns
         if not self.started:
             self.started = 1
             self.highest = seq
             self.first_rx_ns = rx_ns
+            # Senders count from 0: losses before the first arrival are episodes too.
+            self.next_judged = 0 if seq < WINDOW_BITS else seq
         elif seq > self.highest:
             gap = seq - self.highest - 1
             if gap:
@@ -643,26 +911,32 @@ cdef class Receiver:
             if behind >= WINDOW_BITS:
                 self.late += 1
                 self.reordered += 1
-                self.received += 1
-                self.payload_bytes += n
-                self.last_rx_ns = rx_ns
-                return
-            word = &self.window[(seq >> 6) & (WINDOW_WORDS - 1)]
-            word_bit = 1ULL << (seq & 63)
-            if word[0] & word_bit:
-                self.duplicates += 1
-                return
-            self.reordered += 1
-            if behind > self.max_reorder:
-                self.max_reorder = behind
-        self.window[(seq >> 6) & (WINDOW_WORDS - 1)] |= 1ULL << (seq & 63)
+                in_window = 0
+            else:
+                word = &self.window[(seq >> 6) & (WINDOW_WORDS - 1)]
+                word_bit = 1ULL << (seq & 63)
+                if word[0] & word_bit:
+                    self.duplicates += 1
+                    self.trace(seq, sched_ns, tx_ns, rx_ns, 1)
+                    return
+                self.reordered += 1
+                if behind > self.max_reorder:
+                    self.max_reorder = behind
+        if in_window:
+            self.window[(seq >> 6) & (WINDOW_WORDS - 1)] |= 1ULL << (seq & 63)
         self.received += 1
         self.payload_bytes += n
         self.last_rx_ns = rx_ns
-        if not timed:
+        if rx_ns == self.first_rx_ns:
+            self.first_rx_count += 1
+        self.trace(seq, sched_ns, tx_ns, rx_ns, 0)
+        # Every datagram is a delay sample; GRO-coalesced ones share their buffer's time.
+        signed_add(&self.owd, rx_ns - <int64_t>tx_ns)
+        signed_add(&self.sched_owd, rx_ns - <int64_t>sched_ns)
+        if not timed or not in_window:
             return
         # RFC 3550 interarrival jitter: J += (|D(i-1,i)| - J) / 16, in arrival order
-        transit = rx_ns - <int64_t>read_u64(p + OFF_TX_NS)
+        transit = rx_ns - <int64_t>tx_ns
         self.transit_samples += 1
         self.transit_sum += <double>transit
         if transit < self.min_transit_ns:

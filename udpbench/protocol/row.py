@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 
 from udpbench.errors import errno_name
+from udpbench.protocol import delay
 from udpbench.protocol import frag
 from udpbench.protocol import loss
 
@@ -223,10 +224,12 @@ def _attribute(row: Row, socket_drops: int | None, sender_counters: dict) -> Non
 def build(*, host: str, address: str, port: int, v6: bool, size: int, engine: str,
           engine_requested: str = "", engine_note: str = "", duration: float,
           rate_bps: float | None, tx: dict, report: dict, sender_counters: dict | None = None,
-          path_mtu: int, sender_mtu: int | None = None) -> Row:
+          path_mtu: int, sender_mtu: int | None = None, same_clock: bool = False) -> Row:
     """The row of one session, from the sender's counts ``tx`` and the server's ``report``.
 
-    ``duration`` stands in for the sending interval when the sender measured none.
+    ``duration`` stands in for the sending interval when the sender measured none. The received
+    rates are over the receiver's interval, and the one-way delay and loss-episode fields come
+    from ``protocol/delay.py`` (absolute delays only when ``same_clock``: one kernel's clock).
     """
     sender_counters = sender_counters or {}
     received = report.get("received", 0)
@@ -254,6 +257,12 @@ def build(*, host: str, address: str, port: int, v6: bool, size: int, engine: st
         receiver_counters=report.get("kernel", {}), drain_s=report.get("drain_s", 0.0),
     )
     _derive(row)
+    _, wire_per_datagram = _wire_bytes_per_datagram(size, row.sender_mtu, path_mtu, v6)
+    received_rates = delay.received_rates(report, size, wire_per_datagram, row.duration_s)
+    row.rx_pps, row.goodput_bps, row.wire_bps = (received_rates.pop(k) for k in ("rx_pps", "goodput_bps", "wire_bps"))
+    # Fields the latency work added; kept by name until they get typed fields of their own.
+    row.extra.update(received_rates, **delay.delay_fields(report, same_clock=same_clock),
+                     **delay.episode_fields(report))
     _attribute(row, socket_drops_datagrams(report), sender_counters)
     return row
 
@@ -298,7 +307,7 @@ PER_STREAM = ("engine", "sent", "received", "lost", *loss.CAUSES, "duplicates",
 def combine(rows: list[Row], sender_counters: dict | None = None) -> Row:
     """The summed row of parallel streams; each stream's own numbers in ``per_stream``."""
     first = rows[0]
-    row = dataclasses.replace(first, session=None, interrupt=None, interrupted=False)
+    row = dataclasses.replace(first, session=None, interrupt=None, interrupted=False, extra=dict(first.extra))
     for key in SUMMED:
         setattr(row, key, sum(getattr(r, key) or 0 for r in rows))
     for key in WORST:

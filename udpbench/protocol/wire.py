@@ -13,7 +13,9 @@ Layout, 32 bytes, network byte order::
     16  seq      u64   sequence number (DATA), probe id (PROBE), request id (ECHO)
     24  tx_ns    u64   sender's CLOCK_REALTIME at send, nanoseconds
 
-Everything after the header is padding (DATA), or a kind-specific body.
+Everything after the header is padding (DATA), or a kind-specific body. A DATA payload of
+40 bytes or more carries, with flag SCHEDULED, its scheduled send time (u64 ns, the sender's
+CLOCK_REALTIME) right after the header; the rest is padding.
 """
 from __future__ import annotations
 
@@ -50,6 +52,11 @@ class Kind(enum.IntEnum):
 class Flag(enum.IntFlag):
     NONE = 0
     COMPANION = 1  # a path-MTU companion datagram: small, sent beside a probe
+    SCHEDULED = 2  # DATA: the body starts with the scheduled send time
+
+
+SCHEDULED_BODY = struct.Struct("!Q")  # scheduled_ns
+SCHEDULED_MIN_SIZE = HEADER_SIZE + SCHEDULED_BODY.size  # 40
 
 
 class Header(NamedTuple):
@@ -76,6 +83,21 @@ def datagram(kind: int, session: int, seq: int, size: int, tx_ns: int = 0, flags
     if len(head) > size:
         raise WireError(f"a {Kind(kind).name} datagram needs at least {len(head)} bytes, not {size}")
     return head + bytes(size - len(head))
+
+
+def data_datagram(session: int, seq: int, size: int, tx_ns: int, scheduled_ns: int | None = None) -> bytes:
+    """A DATA payload as the send loops build it: with its scheduled send time when it fits."""
+    if scheduled_ns is None or size < SCHEDULED_MIN_SIZE:
+        return datagram(Kind.DATA, session, seq, size, tx_ns)
+    return datagram(Kind.DATA, session, seq, size, tx_ns, Flag.SCHEDULED, SCHEDULED_BODY.pack(scheduled_ns))
+
+
+def scheduled_ns(data: bytes | bytearray | memoryview) -> int | None:
+    """The scheduled send time a DATA payload carries, or None."""
+    header = parse(data)
+    if header.kind != Kind.DATA or not header.flags & Flag.SCHEDULED or len(data) < SCHEDULED_MIN_SIZE:
+        return None
+    return SCHEDULED_BODY.unpack_from(data, HEADER_SIZE)[0]
 
 
 def parse(data: bytes | bytearray | memoryview) -> Header:

@@ -14,6 +14,7 @@ from udpbench.engine import _fast
 from udpbench.protocol import control
 from udpbench.engine import choice as engines
 from udpbench.linux import counters as kernel
+from udpbench.linux import host as this_host
 from udpbench.linux import sockopts
 from udpbench.protocol import row as row_of
 from udpbench.protocol import wire
@@ -74,6 +75,7 @@ class Client:
             raise ServerAbsent(f"cannot reach {where}: {exc.strerror}") from None
         self.channel = control.Channel(sock, timeout=REPORT_TIMEOUT_S)
         self.local_addr = sock.getsockname()[0]
+        self._local_scope = sock.getsockname()[2:]  # IPv6 flow info and zone: a link-local address needs its zone
         try:
             self.channel.send({"type": "HELLO", "version": control.PROTOCOL_VERSION,
                                "client": f"udpbench {__version__}"})
@@ -149,7 +151,7 @@ class Client:
     def data_socket(self) -> socket.socket:
         """A UDP socket connected to the server's port, bound to the control connection's address."""
         sock = socket.socket(self.family, socket.SOCK_DGRAM)
-        sock.bind((self.local_addr, 0))
+        sock.bind((self.local_addr, 0, *self._local_scope))
         sock.connect(self.server_addr)
         return sock
 
@@ -406,7 +408,13 @@ def make_row(client: Client, size: int, engine: "engines.Choice | str", duration
                         size=size, engine=choice.engine, engine_requested=choice.requested,
                         engine_note=choice.note, duration=duration, rate_bps=rate_bps, tx=tx,
                         report=report, sender_counters=sender_counters, path_mtu=mtu,
-                        sender_mtu=sender_mtu)
+                        sender_mtu=sender_mtu, same_clock=_same_clock(report))
+
+
+def _same_clock(report: dict) -> bool:
+    """Both ends read one CLOCK_REALTIME: the server's kernel is this one (loopback, the lab)."""
+    theirs = report.get("clock_domain")
+    return bool(theirs) and theirs == this_host.clock_domain()
 
 
 socket_drops_datagrams = row_of.socket_drops_datagrams

@@ -4,7 +4,7 @@ Each measurement gets its own UDP socket, bound to the server's port and connect
 client's data socket (SO_REUSEPORT; the kernel prefers the connected socket), so concurrent
 clients never mix their counts. The unconnected socket on the port answers path-MTU probes
 and echo requests of live sessions only, and counts everything else as foreign; it also
-answers discovery (rate-limited, never larger than the request; see discover.py).
+answers discovery (rate-limited, never larger than the request; see protocol/discovery.py).
 
 Replies leave from the address the request was sent to (IP_PKTINFO / IPV6_PKTINFO), so a
 client's connected socket accepts them even when the server listens on all interfaces of a
@@ -26,8 +26,10 @@ import time
 
 from udpbench._version import __version__
 from udpbench.protocol import control
-from udpbench.transport import discover
+from udpbench.linux import interfaces
+from udpbench.protocol import discovery
 from udpbench.linux import counters as kernel
+from udpbench.linux import host as this_host
 from udpbench.linux import sockopts
 from udpbench.protocol import wire
 from udpbench.engine._fast import Receiver
@@ -232,6 +234,7 @@ class Measurement:
             kernel=kernel.delta(self.counters_before, kernel.snapshot(self.v6)),
             drain_s=round(drain_s, 4),
             rcvbuf=self.rcvbuf,
+            clock_domain=this_host.clock_domain(),
         )
         if self.failure is not None:
             report["receive_error"] = str(self.failure)
@@ -296,13 +299,13 @@ class Server:
         self.drop = check_drop(drop)
         self.seed = seed if seed is not None else secrets.randbits(32)
         self.echo_counts: dict[int, EchoCounts] = {}  # session id -> counts, while the session lives
-        self.discovery_limit = discover.TokenBucket()
+        self.discovery_limit = discovery.ReplyBucket(time.monotonic())
         self.discovery_answered = 0
         self.discovery_limited = 0
         # Sockets that hear discovery broadcasts for a server bound to one address:
         # (socket, the listener to reply from, the interface index the broadcast must arrive on)
         self.discovery_sockets: list[tuple[socket.socket, socket.socket, int]] = []
-        self.discovery_interface: discover.InterfaceAddress | None = None
+        self.discovery_interface: interfaces.InterfaceAddress | None = None
         self.max_sessions = max_sessions
         self.max_duration = max_duration
         self.max_rate_bps = max_rate_bps  # 0: no limit
@@ -340,8 +343,14 @@ class Server:
                     hint = " (no interface here has that address; `ip addr` lists them)"
                 raise UserError(f"cannot listen on {where} port {port}: {exc.strerror}{hint}") from None
         self.bind = bind
+        # Interfaces whose IPv6 link-local discovery group the wildcard listener joined.
+        self.discovery_group_interfaces: list[str] = []
         if bind not in (None, "", "*"):
             self._listen_for_discovery(self.listeners[0][1])
+        else:
+            for _, udp in self.listeners:
+                if udp.family == socket.AF_INET6:
+                    self.discovery_group_interfaces = interfaces.join_group_v6(udp, discovery.MULTICAST_GROUP_V6)
 
     def _listen_for_discovery(self, reply_sock: socket.socket) -> None:
         """Bound to one IPv4 address, the listener hears no broadcasts: add sockets that do.
@@ -351,7 +360,7 @@ class Server:
         DISCOVER only, and only when it arrived on the bound address's interface: a server
         bound to 127.0.0.1 answers loopback broadcasts, never one from the LAN.
         """
-        found = discover.broadcast_targets(reply_sock.getsockname()[0])
+        found = interfaces.broadcast_targets(reply_sock.getsockname()[0])
         if found is None:
             return
         entry, targets = found
@@ -658,14 +667,13 @@ class Server:
 
     def _answer_discovery(self, sock: socket.socket, header: wire.Header, size: int, addr, pktinfo) -> None:
         """A small reply, at most REPLY_RATE a second in all, never larger than the request."""
-        if sock.family != socket.AF_INET:
-            self.foreign += 1  # discovery is IPv4 broadcast only
-            return
-        data = discover.reply(header, size, self.port)
+        if pktinfo is not None and pktinfo[1] == sockopts.IPV6_PKTINFO and pktinfo[3][:1] == b"\xff":
+            pktinfo = None  # to our multicast group: the kernel picks the source (never a group)
+        data = discovery.reply(header, size, self.port)
         if data is None:
             self.foreign += 1
             return
-        if not self.discovery_limit.take():
+        if not self.discovery_limit.take(time.monotonic()):
             self.discovery_limited += 1
             return
         try:
@@ -764,7 +772,7 @@ def describe_listening(server: Server) -> list[str]:
     wildcard = server.bind in (None, "", "*")
     if wildcard:
         try:
-            reachable = [a.address for a in discover.interface_addresses()
+            reachable = [a.address for a in interfaces.interface_addresses()
                          if not a.address.startswith("fe80:")]
         except OSError:
             reachable = []
@@ -772,7 +780,7 @@ def describe_listening(server: Server) -> list[str]:
             lines.append(f"  all interfaces: reachable at {', '.join(reachable)}")
     else:
         address = server.listeners[0][0].getsockname()[0]
-        entry = discover.owner_of(address)
+        entry = interfaces.owner_of(address)
         if sockopts.is_loopback(address):
             lines.append(f"  bound to {address}: this machine only")
         elif entry is not None:
@@ -783,6 +791,9 @@ def describe_listening(server: Server) -> list[str]:
                      f"({', '.join(server.discovery_addresses)})")
     elif server.discovery_addresses:
         lines.append("  answers discovery broadcasts arriving on any interface")
+    if server.discovery_group_interfaces:
+        lines.append(f"  answers IPv6 discovery to {discovery.MULTICAST_GROUP_V6} on "
+                     f"{', '.join(server.discovery_group_interfaces)}")
     if server.token:
         lines.append("  token required: clients prove it with HMAC-SHA256")
     else:
