@@ -1,3 +1,4 @@
+import dataclasses
 """Send engines, GSO/GRO splitting, engine choice, pacing, parallel streams, socket loss, memory.
 
 Every measurement here runs on loopback at moderate rates, so exact accounting holds on a
@@ -231,7 +232,7 @@ def test_loss_causes_of_streams_are_attributed_once_over_the_summed_loss(loopbac
         template = client.blast(500, 0.2, 4e6, "mmsg")
     rows = []
     for session in (1, 2):
-        r = dict(template, _session=session, lost=100, sent=template["sent"] + 100, loss_sender=50,
+        r = dataclasses.replace(template, session=session, lost=100, sent=template["sent"] + 100, loss_sender=50,
                  loss_socket=30, loss_reassembly=0, loss_network=20,
                  receiver_counters=dict(template["receiver_counters"], **{"Ip.ReasmFails": 0}))
         rows.append(r)

@@ -23,7 +23,7 @@ from udpbench.output import results
 from udpbench.transport.client import Client
 from udpbench.errors import MeasurementError
 from udpbench.transport.server import Server
-from udpbench.measure.sweep import run_sweep
+from udpbench.measure.sweep import sweep
 
 REPO = Path(udpbench.__file__).resolve().parent.parent
 ENV = {k: v for k, v in os.environ.items() if k != control.TOKEN_ENV}
@@ -247,8 +247,8 @@ def test_sweep_reconnects_to_a_host_that_ended_an_idle_connection(monkeypatch):
         pytest.skip(f"cannot serve on 127.0.0.2 port {a.port}: {exc}")
     try:
         b.idle_timeout = 0.3  # shorter than host a's rows: b drops any connection left waiting
-        meta, rows, _ = run_sweep(["127.0.0.1", "127.0.0.2"], [100, 200], 0.3, 1e6, "send", port=a.port,
-                                  progress=False)
+        rows = sweep(["127.0.0.1", "127.0.0.2"], sizes=[100, 200], duration=0.3, rate=1e6, engine="send",
+                     port=a.port).rows
     finally:
         a.close()
         b.close()

@@ -323,7 +323,7 @@ def _fake_path_mtu(client, loopback, timeout=None):
 
 
 @contextlib.contextmanager
-def fake_connect(host, port=1060, family=None, embedded=True, token=None):
+def fake_connect(host, port=1060, family=None, embedded=True, token=None, on_notice=None):
     assert host in ("127.0.0.1", "::1") or re.fullmatch(r"[A-Za-z0-9\-=,:_]+", host)
     yield FakeClient(host, port)
 
@@ -404,7 +404,7 @@ def test_cli_returns_0_1_or_2_and_never_raises(cli_workdir, argv):
     out, err = io.StringIO(), io.StringIO()
     cwd = os.getcwd()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr("udpbench.cli.blast.connect", fake_connect)
+        mp.setattr("udpbench.measure.blast.connect", fake_connect)
         mp.setattr("udpbench.measure.sweep.connect", fake_connect)
         mp.setattr("udpbench.measure.path_mtu.sweep_path_mtu", _fake_path_mtu)
         mp.setattr(Server, "serve_forever", lambda self: self.close())  # serve binds, then stops

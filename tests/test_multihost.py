@@ -1,11 +1,12 @@
 """Several hosts in one sweep: one file, one host per row, each host's path MTU in meta."""
 from udpbench.output import results
-from udpbench.measure.sweep import run_sweep
+from udpbench.measure.sweep import sweep
 
 
 def test_two_hosts_in_one_file(tmp_path):
-    meta, rows, saved = run_sweep(["127.0.0.1", "127.0.0.2"], [64, 3000], 0.2, 5e6, "send",
-                                  port=1, output=tmp_path / "two", progress=False)
+    done = sweep(["127.0.0.1", "127.0.0.2"], sizes=[64, 3000], duration=0.2, rate=5e6, engine="send",
+                 port=1, output=tmp_path / "two")
+    meta, rows, saved = done.meta, done.rows, done.path
     assert [(r["host"], r["size"]) for r in rows] == [
         ("127.0.0.1", 64), ("127.0.0.1", 3000), ("127.0.0.2", 64), ("127.0.0.2", 3000)]
     assert [h["host"] for h in meta["hosts"]] == ["127.0.0.1", "127.0.0.2"]

@@ -10,7 +10,7 @@ from udpbench import cli
 from udpbench.protocol import frag
 from udpbench.output import plot
 from udpbench.output import results
-from udpbench.measure.sweep import run_sweep
+from udpbench.measure.sweep import sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -57,8 +57,8 @@ def two_host_rows(causes=True):
 
 
 def test_plot_of_a_real_loopback_sweep(tmp_path, capsys):
-    _, _, saved = run_sweep(["127.0.0.1"], [64, 1472, 1473, 9000], 0.1, 20e6, "send", port=1,
-                            output=tmp_path / "loop", progress=False)
+    saved = sweep(["127.0.0.1"], sizes=[64, 1472, 1473, 9000], duration=0.1, rate=20e6, engine="send",
+                  port=1, output=tmp_path / "loop").path
     assert cli.main(["plot", str(saved)]) == 0
     out = saved.with_suffix(".png")
     assert f"wrote {out}" in capsys.readouterr().err

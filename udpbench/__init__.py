@@ -1,4 +1,56 @@
-"""udpbench: measure what a network path does to UDP datagrams."""
+"""udpbench: measure what a network path does to UDP datagrams.
+
+The library face. Every measurement is a function that takes its options as keywords (or an
+options dataclass), reports progress and notices through callbacks, accepts ``stop=`` (a
+``threading.Event`` another thread may set) and prints nothing::
+
+    import udpbench
+    row = udpbench.blast("127.0.0.1", size=1472, duration=1.0)
+    print(row.goodput_bps, row.loss_ratio, row.loss_network)
+
+For a loopback host with no server listening, a measurement starts an embedded one. Names are
+imported on first use, so ``import udpbench`` (and reading result files) needs no compiled core.
+"""
+from __future__ import annotations
+
+import importlib
+
 from udpbench._version import __version__
 
-__all__ = ["__version__"]
+# name -> (module, attribute): imported when first asked for (PEP 562).
+_LAZY = {
+    "blast": ("udpbench.measure.blast", "blast"),
+    "BlastOptions": ("udpbench.measure.blast", "BlastOptions"),
+    "sweep": ("udpbench.measure.sweep", "sweep"),
+    "SweepOptions": ("udpbench.measure.sweep", "SweepOptions"),
+    "Sweep": ("udpbench.measure.sweep", "Sweep"),
+    "SweepInterrupted": ("udpbench.measure.sweep", "SweepInterrupted"),
+    "path_mtu": ("udpbench.measure.path_mtu", "path_mtu"),
+    "PathMtu": ("udpbench.measure.path_mtu", "PathMtu"),
+    "PathMtuOptions": ("udpbench.measure.path_mtu", "PathMtuOptions"),
+    "ping": ("udpbench.measure.ping", "ping"),
+    "PingOptions": ("udpbench.measure.ping", "PingOptions"),
+    "PingResult": ("udpbench.measure.ping", "PingResult"),
+    "find_servers": ("udpbench.measure.find_servers", "find_servers"),
+    "Server": ("udpbench.transport.server", "Server"),
+    "Row": ("udpbench.protocol.row", "Row"),
+    "load_results": ("udpbench.output.results", "load_rows"),
+    "UserError": ("udpbench.errors", "UserError"),
+    "MeasurementError": ("udpbench.errors", "MeasurementError"),
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    try:
+        module, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'udpbench' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), attribute)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

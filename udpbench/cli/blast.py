@@ -3,16 +3,33 @@ from __future__ import annotations
 
 import json
 
-from udpbench.protocol import control
-from udpbench.output import results
-from udpbench.protocol import wire
-from udpbench.measure.embedded import connect
+from udpbench.cli import options
+from udpbench.cli.common import print_notice
+from udpbench.engine.choice import CHOICES as ENGINE_CHOICES
 from udpbench.errors import UserError
-from udpbench.transport.interval import HEADER, format_interval
+from udpbench.measure.blast import MAX_STREAMS, blast
+from udpbench.output import results
 from udpbench.output.report import blast_summary
-from udpbench.transport.streams import blast_streams
-from udpbench.measure.sweep import add_common_arguments, default_rate
-from udpbench.protocol.units import format_count, format_rate, positive_seconds
+from udpbench.protocol.units import format_count, format_rate
+from udpbench.transport.interval import HEADER, format_interval
+
+
+def add_measuring_arguments(p) -> None:
+    """Options blast and sweep share."""
+    options.add_port(p)
+    options.add_family(p)
+    options.add_rate(p)
+    p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto",
+                   help="send: one send() per datagram; mmsg: sendmmsg batches; gso: UDP segmentation "
+                        "offload (payloads that fit the path MTU); auto (default): gso where it fits, else mmsg")
+    p.add_argument("--streams", type=options.whole_number_between("--streams", 1, MAX_STREAMS), default=1,
+                   metavar="N", help="parallel streams, each its own socket and session; --rate is their total "
+                                     "(default 1)")
+    p.add_argument("--df", action="store_true",
+                   help="set Don't Fragment (IP_PMTUDISC_DO): sizes above the path MTU are refused "
+                        "by the kernel (EMSGSIZE) and reported as not sendable instead of fragmented")
+    p.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
+    options.add_token(p)
 
 
 def add_parser(commands) -> None:
@@ -20,24 +37,23 @@ def add_parser(commands) -> None:
                             description="Send SIZE-byte UDP datagrams to a udpbench server for DURATION "
                                         "seconds and report what arrived.")
     p.add_argument("host", metavar="HOST")
-    add_common_arguments(p)
+    add_measuring_arguments(p)
     p.add_argument("--size", type=int, default=1472, help="UDP payload bytes (default 1472)")
-    p.add_argument("--duration", type=positive_seconds("--duration"), default=2.0, metavar="S", help="seconds (default 2)")
-    p.add_argument("-i", "--interval", type=positive_seconds("--interval"), default=None, metavar="S",
+    p.add_argument("--duration", type=options.positive_seconds("--duration"), default=2.0, metavar="S",
+                   help="seconds (default 2)")
+    p.add_argument("-i", "--interval", type=options.positive_seconds("--interval"), default=None, metavar="S",
                    help="also report every S seconds, like iperf3 -i (with --json: an 'intervals' list)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    try:
-        wire.check_size(args.size)
-    except wire.WireError as exc:
-        raise UserError(str(exc)) from None
     on_interval = _print_interval if args.interval and not args.json else None
-    with connect(args.host, args.port, args.family, token=control.token_of(args)) as client:
-        rate = args.rate if args.rate is not None else default_rate(client.server_addr[0])
-        row = blast_streams(client, args.streams, args.size, args.duration, rate, args.engine, df=args.df,
-                            interval=args.interval, on_interval=on_interval)
+    if args.interval and args.streams > 1:
+        raise UserError("--interval reports one stream; leave it out with --streams")
+    row = blast(args.host, size=args.size, duration=args.duration, rate=args.rate, engine=args.engine,
+                streams=args.streams, df=args.df, interval=args.interval, port=args.port,
+                family=args.family, token=options.token_of(args), on_interval=on_interval,
+                on_notice=print_notice)
     if args.json:
         print(json.dumps(results.public(row), default=str))
     else:
@@ -46,12 +62,12 @@ def run(args) -> int:
         print(blast_summary(row))
         for line in engine_lines(row):
             print(line)
-    if row.get("interrupted"):
+    if row.interrupted:
         return 130
     return 0
 
 
-def engine_lines(row: dict) -> list[str]:
+def engine_lines(row) -> list[str]:
     """How the datagrams went out: the engine and why, the pacing, the streams."""
     lines = []
     if row.get("engine_note"):

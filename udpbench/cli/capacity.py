@@ -16,7 +16,7 @@ from rich.table import Table
 from udpbench.engine.choice import CHOICES as ENGINE_CHOICES
 from udpbench.errors import UserError
 from udpbench.measure.capacity import DEFAULT_POINTS, CapacityInterrupted, CapacityOptions, capacity
-from udpbench.measure.sweep import redact
+from udpbench.cli.options import redact
 from udpbench.output import capacity_plot, plot
 from udpbench.protocol import control
 from udpbench.protocol.units import format_count, format_rate, parse_rate, parse_sizes, port_number, \

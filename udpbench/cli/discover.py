@@ -11,7 +11,7 @@ from udpbench.errors import MeasurementError
 from udpbench.measure.find_servers import search_servers
 from udpbench.protocol import discovery
 from udpbench.protocol.units import port_number, seconds_between
-from udpbench.transport.server import DEFAULT_PORT
+from udpbench.protocol.control import DEFAULT_PORT
 
 
 def add_parser(commands) -> None:

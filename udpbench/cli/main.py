@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from udpbench._version import __version__
@@ -14,31 +15,32 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{command}: {message}" if command else message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Each command's module owns its arguments and a run(args) -> int; in the order `--help` lists them.
+COMMANDS = {
+    "sweep": "udpbench.cli.sweep", "blast": "udpbench.cli.blast", "capacity": "udpbench.cli.capacity",
+    "mtu": "udpbench.cli.mtu", "ping": "udpbench.cli.ping", "serve": "udpbench.cli.serve",
+    "discover": "udpbench.cli.discover", "show": "udpbench.cli.show", "plot": "udpbench.cli.plot",
+    "lab": "udpbench.cli.lab", "mesh": "udpbench.cli.mesh", "exporter": "udpbench.cli.exporter",
+}
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given ``argv`` naming a command, only that command's module is imported, so
+    `show` and `plot` run without the compiled core."""
     parser = _Parser(prog="udpbench", description="Measure what a network path does to UDP datagrams.")
     parser.add_argument("--version", action="version", version=f"udpbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    # Each module owns its command: arguments and a run(args) -> int.
-    from udpbench.cli import blast
-    from udpbench.cli import discover
-    from udpbench.cli import lab
-    from udpbench.cli import mesh
-    from udpbench.cli import mtu
-    from udpbench.cli import ping
-    from udpbench.output import plot
-    from udpbench.cli import serve as server
-    from udpbench.cli import show
-    from udpbench.cli import exporter
-    from udpbench.measure import sweep
-    from udpbench.cli import capacity
-    for module in (sweep, blast, capacity, mtu, ping, server, discover, show, plot, lab, mesh, exporter):
-        module.add_parser(commands)
+    first = next((a for a in argv or () if not a.startswith("-")), None)
+    names = [first] if first in COMMANDS else list(COMMANDS)
+    for name in names:
+        importlib.import_module(COMMANDS[name]).add_parser(commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else argv
+        args = build_parser(argv).parse_args(argv)
         return int(args.func(args) or 0)
     except (UserError, MeasurementError) as exc:
         print(f"udpbench: {exc}", file=sys.stderr)

@@ -18,12 +18,10 @@ what was asked for and why it was not used.
 from __future__ import annotations
 
 import errno
-import socket
 from dataclasses import dataclass
 
 from udpbench.engine import _fast
 from udpbench.protocol import frag
-from udpbench.linux import sockopts
 from udpbench.errors import UserError, errno_name
 
 ENGINES = {"send": _fast.ENGINE_SEND, "mmsg": _fast.ENGINE_MMSG, "gso": _fast.ENGINE_GSO}
@@ -85,12 +83,3 @@ def fell_back(choice: Choice, err: int, gso_sent: int) -> Choice:
     why = " (path MTU fell below the payload)" if err == errno.EMSGSIZE else ""
     plural = "" if gso_sent == 1 else "s"
     return Choice("mmsg", choice.requested, f"gso: {name} after {gso_sent} datagram{plural}{why}; mmsg from there")
-
-
-def gso_available(sock: socket.socket) -> bool:
-    """Whether the kernel knows UDP_SEGMENT (Linux 4.18+): reading the option fails otherwise."""
-    try:
-        sock.getsockopt(sockopts.SOL_UDP, sockopts.UDP_SEGMENT)
-        return True
-    except OSError:
-        return False

@@ -118,3 +118,12 @@ def set_buffers(sock: socket.socket, rcvbuf: int | None = None, sndbuf: int | No
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     if sndbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+
+
+def gso_available(sock: socket.socket) -> bool:
+    """Whether the kernel knows UDP_SEGMENT (Linux 4.18+): reading the option fails otherwise."""
+    try:
+        sock.getsockopt(SOL_UDP, UDP_SEGMENT)
+        return True
+    except OSError:
+        return False

@@ -13,16 +13,16 @@ from udpbench.transport.server import Server
 
 @contextlib.contextmanager
 def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embedded: bool = True,
-            token: str | None = None):
+            token: str | None = None, on_notice=None):
     """A Client for ``host``; for a loopback host with no server listening, an embedded one.
 
     The embedded server listens on a free port of the same loopback address, holds the same
     token as the client (so the handshake is the one a real server runs) and is closed when
-    the block ends. ``token`` as for ``Client``.
+    the block ends. ``token`` and ``on_notice`` as for ``Client``.
     """
     token = control.resolve_token() if token is None else token
     try:
-        client = Client(host, port, family, token=token or "")
+        client = Client(host, port, family, token=token or "", on_notice=on_notice)
         server = None
     except ServerAbsent:
         fam, addr = resolve(host, port, family)
@@ -30,7 +30,7 @@ def connect(host: str, port: int = DEFAULT_PORT, family: int | None = None, embe
             raise
         server = Server(addr[0], 0, token=token or None).start()
         try:
-            client = Client(addr[0], server.port, fam, token=token or "")
+            client = Client(addr[0], server.port, fam, token=token or "", on_notice=on_notice)
         except BaseException:
             server.close()
             raise

@@ -16,7 +16,7 @@ from udpbench.linux import interfaces as ifaces
 from udpbench.protocol import discovery
 from udpbench.protocol.discovery import FoundServer, SearchResult, Target
 from udpbench.transport import finder
-from udpbench.transport.server import DEFAULT_PORT
+from udpbench.protocol.control import DEFAULT_PORT
 
 
 @dataclasses.dataclass

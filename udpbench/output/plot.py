@@ -1,4 +1,4 @@
-"""`udpbench plot FILE`: goodput, loss and jitter over payload size, with the fragment boundaries.
+"""Figures of a sweep: goodput, loss and jitter over payload size, with the fragment boundaries.
 
 Panels share a logarithmic payload-size axis, one line per host (per host and engine when a
 file holds several engines):
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -36,23 +35,6 @@ HOST_COLOURS = ("#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2"
 FORMATS = (".png", ".svg", ".pdf")
 _QUIET_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.85}  # a note stays readable over grid lines
 SIZE_TICKS = (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65507)
-
-
-def add_parser(commands) -> None:
-    p = commands.add_parser("plot", help="plot goodput, loss and jitter over payload size from a result file",
-                            description="Draw a saved sweep (.npz or .json): goodput, loss and jitter against "
-                                        "payload size, one line per host, with the path-MTU and fragment "
-                                        "boundaries marked.")
-    p.add_argument("file", metavar="FILE", help="a udpbench result file (.npz or .json)")
-    p.add_argument("-o", "--output", metavar="PNG", default=None,
-                   help="image to write (.png, .svg or .pdf; default: FILE with a .png suffix)")
-    p.set_defaults(func=run)
-
-
-def run(args) -> int:
-    out = plot_file(args.file, args.output)
-    print(f"wrote {out}", file=sys.stderr)
-    return 0
 
 
 def default_output(path: str | Path) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from udpbench.errors import UserError
+from udpbench.protocol.row import Row
 
 SCHEMA = "udpbench.sweep"
 SCHEMA_VERSION = 1
@@ -35,12 +36,15 @@ def _column(values: list):
     return np.array([json.dumps(v, sort_keys=True) for v in values], dtype=np.str_), True
 
 
-def public(row: dict) -> dict:
-    """A row without private fields (those starting with '_')."""
+def public(row: Row | dict) -> dict:
+    """A row as the files hold it: a Row's public fields, or a dict without private ('_') keys."""
+    if isinstance(row, Row):
+        return row.as_dict()
     return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
-def to_arrays(meta: dict, rows: list[dict]) -> dict[str, np.ndarray]:
+def to_arrays(meta: dict, rows: list[Row | dict]) -> dict[str, np.ndarray]:
+    rows = [public(row) for row in rows]
     keys: list[str] = []
     for row in rows:
         keys.extend(k for k in public(row) if k not in keys)
@@ -71,7 +75,7 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def save(base: str | Path, meta: dict, rows: list[dict]) -> tuple[Path, Path]:
+def save(base: str | Path, meta: dict, rows: list[Row | dict]) -> tuple[Path, Path]:
     """Write BASE.npz and BASE.json atomically; returns both paths."""
     base = Path(base)
     if base.suffix in (".npz", ".json"):
@@ -89,17 +93,12 @@ def save(base: str | Path, meta: dict, rows: list[dict]) -> tuple[Path, Path]:
 MAX_MEMBER_BYTES = 256 << 20
 _UNREADABLE = (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError,
                RecursionError, NotImplementedError, struct.error, zlib.error, zipfile.BadZipFile)
-# Columns the table and plots read, and the types they need: a file that holds something else
-# under these names is refused at load, not by a traceback when it is shown.
-_NUMERIC = ("size", "sent", "received", "lost", "loss_ratio", "duplicates", "reordered", "tx_pps",
-            "rx_pps", "goodput_bps", "jitter_ms", "send_errors", "fragments", "path_mtu", "duration_s")
-_TEXT = ("host", "engine")
-
-
 def load(path: str | Path) -> tuple[dict, list[dict]]:
     """(meta, rows) from a .npz or .json result file; a clear UserError for anything else.
 
-    Never unpickles: an .npz holding an object array is refused, not loaded.
+    Each row is the file's record as it stands, checked field by field against ``Row``
+    (``load_rows`` gives them as Rows). Never unpickles: an .npz holding an object array is
+    refused, not loaded.
     """
     path = Path(path)
     if not path.exists():
@@ -169,18 +168,20 @@ def _load_npz(path: Path) -> tuple[dict, list[dict]]:
     return meta, rows
 
 
+def load_rows(path: str | Path) -> tuple[dict, list[Row]]:
+    """(meta, rows) from a result file, each row a ``Row``."""
+    meta, rows = load(path)
+    return meta, [Row.from_dict(row) for row in rows]
+
+
 def _check_rows(path: Path, rows) -> None:
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise UserError(f"{path} is not a udpbench result file (rows are not a list of records)")
     for i, row in enumerate(rows):
-        for key in _NUMERIC:
-            value = row.get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise UserError(f"{path}: row {i + 1} field {key!r} is not a number")
-        for key in _TEXT:
-            value = row.get(key)
-            if value is not None and not isinstance(value, str):
-                raise UserError(f"{path}: row {i + 1} field {key!r} is not text")
+        try:
+            Row.from_dict(row)
+        except ValueError as exc:
+            raise UserError(f"{path}: row {i + 1} {exc}") from None
 
 
 def _check_meta(path: Path, meta) -> None:

@@ -6,19 +6,19 @@ import errno
 import math
 import secrets
 import socket
-import sys
+import threading
 import time
 
 from udpbench._version import __version__
 from udpbench.engine import _fast
 from udpbench.protocol import control
 from udpbench.engine import choice as engines
-from udpbench.protocol import delay, frag
 from udpbench.linux import counters as kernel
 from udpbench.linux import host as this_host
 from udpbench.linux import sockopts
-from udpbench.protocol import loss as stats
+from udpbench.protocol import row as row_of
 from udpbench.protocol import wire
+from udpbench.protocol.row import Row
 from udpbench.protocol.control import PeerClosed, PeerError, ProtocolError
 from udpbench.errors import MeasurementError, UserError, errno_name
 from udpbench.transport.channel import Channel
@@ -48,9 +48,11 @@ class Client:
     """A control connection to one server, over which any number of measurements run."""
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, family: int | None = None,
-                 connect_timeout: float = CONNECT_TIMEOUT_S, token: str | None = None):
-        """``token``: the shared secret to prove if the server asks; None takes $UDPBENCH_TOKEN, "" none."""
+                 connect_timeout: float = CONNECT_TIMEOUT_S, token: str | None = None, on_notice=None):
+        """``token``: the shared secret to prove if the server asks; None takes $UDPBENCH_TOKEN, "" none.
+        ``on_notice(text)`` hears what is worth knowing but no error (a clamp, an unused token)."""
         self.host = host
+        self.on_notice = on_notice
         self.token = control.resolve_token(token) if token is None else (token or None)
         self.authenticated = False
         self._noticed: set[str] = set()
@@ -94,8 +96,10 @@ class Client:
 
     def sibling(self) -> "Client":
         """Another control connection to the same server (one per parallel stream)."""
-        other = Client(self.server_addr[0], self.port, self.family, token=self.token or "")
+        other = Client(self.server_addr[0], self.port, self.family, token=self.token or "",
+                       on_notice=self.on_notice)
         other.host = self.host
+        other._noticed = self._noticed
         return other
 
     def _authenticate(self) -> None:
@@ -105,7 +109,7 @@ class Client:
             if self.token:
                 # Decision: go on. The token guards the server; a server that asks for none
                 # lets anyone measure, so withholding ours would protect nothing. Say so.
-                self.notice(f"server {self.where} does not require a token; --token/UDPBENCH_TOKEN unused")
+                self.notice(f"server {self.where} does not require a token; the token given is unused")
             return
         if method != control.AUTH_METHOD:
             raise MeasurementError(f"server {self.where} asks for authentication {str(method)[:40]!r}, "
@@ -125,7 +129,7 @@ class Client:
         except PeerError as exc:
             if str(exc) == control.AUTH_FAILED:
                 raise UserError(f"{self.where}: {control.AUTH_FAILED}: the server holds another token "
-                                f"(check --token or UDPBENCH_TOKEN)") from None
+                                f"(check the token given)") from None
             raise MeasurementError(f"server {self.where} refused: {exc}") from None
         except (ProtocolError, TimeoutError, OSError) as exc:
             raise MeasurementError(f"authenticating to {self.where} failed: {exc}") from None
@@ -135,10 +139,11 @@ class Client:
         self.authenticated = True
 
     def notice(self, text: str) -> None:
-        """One line on stderr, once per connection: a clamp or an unused token is worth knowing."""
+        """Tell ``on_notice`` once per connection: a clamp or an unused token is worth knowing."""
         if text not in self._noticed:
             self._noticed.add(text)
-            print(f"udpbench: {text}", file=sys.stderr, flush=True)
+            if self.on_notice is not None:
+                self.on_notice(text)
 
     @property
     def where(self) -> str:
@@ -186,7 +191,7 @@ class Client:
 
     def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
               rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False, *,
-              interval: float | None = None, on_interval=None) -> dict:
+              interval: float | None = None, on_interval=None, stop: "_fast.StopFlag | None" = None) -> Row:
         """Send ``size``-byte datagrams for ``duration`` seconds and return the measured row.
 
         ``rate_bps`` counts UDP payload bits per second (like iperf3 ``-b``); None or 0 is as
@@ -199,11 +204,12 @@ class Client:
         the row comes back ``sendable: False`` with that errno in ``send_error``.
         ``interval`` > 0 sends in slices of that many seconds and asks the server for its counts
         after each (``interval.py``); the row then holds ``intervals`` and ``on_interval(entry)``
-        sees each as it completes.
+        sees each as it completes. ``stop``: a ``_fast.StopFlag`` another thread may set to end
+        the send loop early (from the main thread, Ctrl-C does that without one).
         """
         flow = self.start_blast(size, duration, rate_bps, engine, rcvbuf, path_mtu, df)
         try:
-            flow.send(interval=interval, on_interval=on_interval)
+            flow.send(stop, interval=interval, on_interval=on_interval)
         finally:
             row = flow.finish()
         return row
@@ -263,8 +269,8 @@ class Flow:
         except wire.WireError as exc:
             raise UserError(f"{client.host}: {exc}") from None
         if rate_bps and rate_bps * duration < 8 * size:
-            raise UserError(f"{format_rate(rate_bps)} for {duration:g} s is less than one {size}-byte datagram: "
-                            "raise --rate or --duration")
+            raise UserError(f"rate {format_rate(rate_bps)} for {duration:g} s is less than one {size}-byte "
+                            "datagram: raise the rate or the duration")
         self.client, self.size, self.duration, self.rate_bps, self.df = client, size, duration, rate_bps, df
         self.session = secrets.randbits(64)
         self.sock = client.data_socket()
@@ -276,7 +282,7 @@ class Flow:
             self.mtu = path_mtu or self.sender_mtu
             # GSO segments must pass both this kernel and the path unfragmented.
             self.choice = engines.choose(engine, size, min(self.mtu, self.sender_mtu), client.v6,
-                                         engines.gso_available(self.sock))
+                                         sockopts.gso_available(self.sock))
             start = {"type": "START", "session": self.session, "mode": "blast", "size": size,
                      "duration_s": duration, "rate_bps": rate_bps or 0, "engine": self.choice.engine,
                      "client_port": self.sock.getsockname()[1]}
@@ -300,7 +306,7 @@ class Flow:
         pass ``stop`` and set it instead (only the main thread sees signals)."""
         sock, size, session = self.sock, self.size, self.session
         rate_pps = (self.rate_bps / (8.0 * size)) if self.rate_bps else 0.0
-        main = stop is None
+        main = threading.current_thread() is threading.main_thread()  # only it sees signals
         before = kernel.snapshot(self.client.v6)
         # With DF, one datagram first: if the kernel refuses it (EMSGSIZE) the row is done,
         # rather than spinning through a whole duration of refused sends.
@@ -340,7 +346,7 @@ class Flow:
         self.tx = tx
         return tx
 
-    def finish(self) -> dict:
+    def finish(self) -> Row:
         """STOP and REPORT; the row. Closes the data socket whatever happens."""
         try:
             tx = self.tx or _nothing_sent(self.sock.fileno(), self.size, self.session)
@@ -350,21 +356,21 @@ class Flow:
             self.sock.close()
         row = make_row(self.client, self.size, self.choice, self.duration, self.rate_bps, tx, report,
                        self.sender_counters, self.mtu, self.sender_mtu)
-        row["rcvbuf"] = self.started.get("rcvbuf", 0)
-        row["duration_requested_s"] = float(self.asked_duration)
-        row["duration_granted_s"] = float(self.duration)
-        row["rate_requested_bps"] = float(self.asked_rate)
-        row["clamped"] = ",".join(self.clamped)
-        row["authenticated"] = self.client.authenticated
-        row["df"] = self.df
-        row["sendable"] = tx["sent"] > 0 or not tx["errors"]
-        row["send_error"] = "" if row["sendable"] else errno_name(max(tx["errors"], key=tx["errors"].get))
-        row["_session"] = self.session
+        row.rcvbuf = self.started.get("rcvbuf", 0)
+        row.duration_requested_s = float(self.asked_duration)
+        row.duration_granted_s = float(self.duration)
+        row.rate_requested_bps = float(self.asked_rate)
+        row.clamped = ",".join(self.clamped)
+        row.authenticated = self.client.authenticated
+        row.df = self.df
+        row.sendable = tx["sent"] > 0 or not tx["errors"]
+        row.send_error = "" if row.sendable else errno_name(max(tx["errors"], key=tx["errors"].get))
+        row.session = self.session
         if tx["interrupt"] is not None:
-            row["interrupted"] = True
-            row["_interrupt"] = tx["interrupt"]
+            row.interrupted = True
+            row.interrupt = tx["interrupt"]
         if self.reports is not None:
-            row["intervals"] = self.reports.finish(report, tx["sent"])
+            row.intervals = self.reports.finish(report, tx["sent"])
         return row
 
 
@@ -396,83 +402,14 @@ def _nothing_sent(fd: int, size: int, session: int, err: int | None = None) -> d
 
 def make_row(client: Client, size: int, engine: "engines.Choice | str", duration: float,
              rate_bps: float | None, tx: dict, report: dict, sender_counters: dict, mtu: int,
-             sender_mtu: int | None = None) -> dict:
-    """One row: what was sent, what arrived, and what each number means per DESIGN.md."""
+             sender_mtu: int | None = None) -> Row:
+    """One session's row for ``client``'s server (``protocol/row.py`` does the arithmetic)."""
     choice = engine if isinstance(engine, engines.Choice) else engines.Choice(engine, engine)
-    elapsed = tx["elapsed_ns"] / 1e9 or duration
-    sent = tx["sent"]
-    received = report.get("received", 0)
-    lost = sent - received
-    try:
-        packets = frag.fragment_sizes_on_path(size, sender_mtu or mtu, mtu, client.v6)
-        fragments = len(packets)
-        wire_per_datagram = frag.wire_bytes_of(packets)
-    except ValueError:
-        fragments, wire_per_datagram = 0, 0
-    span_ns = report.get("max_transit_ns", 0) - report.get("min_transit_ns", 0)
-    tx_bps = sent * size * 8 / elapsed
-    receiver_counters = report.get("kernel", {})
-    causes = stats.attribute_loss(lost, sndbuf_errors=sender_counters.get("Udp.SndbufErrors", 0),
-                                  socket_drops=socket_drops_datagrams(report),
-                                  rcvbuf_errors=receiver_counters.get("Udp.RcvbufErrors", 0),
-                                  reasm_fails=receiver_counters.get("Ip.ReasmFails", 0))
-    return {
-        "host": client.host,
-        "address": client.server_addr[0],
-        "port": client.port,
-        "family": 6 if client.v6 else 4,
-        "size": size,
-        "engine": choice.engine,
-        "engine_requested": choice.requested,
-        "engine_note": choice.note,
-        "streams": 1,
-        "rate_target_bps": float(rate_bps or 0),
-        "rate_ratio": tx_bps / rate_bps if rate_bps else None,
-        "duration_s": elapsed,
-        "sent": sent,
-        "send_errors": int(sum(tx["errors"].values())),
-        "send_errors_by_errno": {errno_name(e): n for e, n in tx["errors"].items()},
-        "received": received,
-        "duplicates": report.get("duplicates", 0),
-        "reordered": report.get("reordered", 0),
-        "late": report.get("late", 0),
-        "lost": lost,
-        "loss_ratio": lost / sent if sent else 0.0,
-        **causes,
-        "loss_bursts": report.get("gap_events", 0),
-        "longest_loss_burst": report.get("max_gap", 0),
-        "max_reorder_distance": report.get("max_reorder", 0),
-        "tx_pps": sent / elapsed,
-        "tx_bps": tx_bps,
-        **delay.received_rates(report, size, wire_per_datagram, elapsed),
-        "jitter_ms": report.get("jitter_ms", 0.0),
-        **delay.delay_fields(report, same_clock=_same_clock(report)),
-        **delay.episode_fields(report),
-        "delay_spread_ms": span_ns / 1e6 if received else 0.0,
-        "path_mtu": mtu,
-        "sender_mtu": sender_mtu or mtu,
-        "fragments": fragments,
-        "syscalls": tx["syscalls"],
-        "batch": tx["batch"],
-        "gap_target_us": tx["target_gap_ns"] / 1e3,
-        "gap_mean_us": tx["gap_mean_ns"] / 1e3,
-        "gap_std_us": tx["gap_std_ns"] / 1e3,
-        "gap_p1_us": tx.get("gap_p1_ns", 0) / 1e3,
-        "gap_p50_us": tx.get("gap_p50_ns", 0) / 1e3,
-        "gap_p99_us": tx.get("gap_p99_ns", 0) / 1e3,
-        "gap_p999_us": tx.get("gap_p999_ns", 0) / 1e3,
-        "gap_max_us": tx["gap_max_ns"] / 1e3,
-        "late_p50_us": tx.get("late_p50_ns", 0) / 1e3,
-        "late_p99_us": tx.get("late_p99_ns", 0) / 1e3,
-        "late_max_us": tx.get("late_max_ns", 0) / 1e3,
-        "schedule_resets": tx.get("schedule_resets", 0),
-        "foreign": report.get("foreign", 0),
-        "socket_drops": report.get("socket_drops") or 0,
-        "gro_buffers": report.get("gro_buffers", 0),
-        "sender_counters": sender_counters,
-        "receiver_counters": receiver_counters,
-        "drain_s": report.get("drain_s", 0.0),
-    }
+    return row_of.build(host=client.host, address=client.server_addr[0], port=client.port, v6=client.v6,
+                        size=size, engine=choice.engine, engine_requested=choice.requested,
+                        engine_note=choice.note, duration=duration, rate_bps=rate_bps, tx=tx,
+                        report=report, sender_counters=sender_counters, path_mtu=mtu,
+                        sender_mtu=sender_mtu, same_clock=_same_clock(report))
 
 
 def _same_clock(report: dict) -> bool:
@@ -481,24 +418,4 @@ def _same_clock(report: dict) -> bool:
     return bool(theirs) and theirs == this_host.clock_domain()
 
 
-def socket_drops_datagrams(report: dict) -> int | None:
-    """Datagrams of this session the receiving socket dropped (its buffer was full), or None
-    when the server could not read its socket's drop count.
-
-    The kernel counts drops per socket buffer (sk_drops, read with SO_MEMINFO), and with
-    UDP_GRO one buffer can hold many coalesced datagrams: a GSO sender's buffer of 44 reaches
-    a loopback receiver whole and, when the socket is full, is dropped whole. So the drops
-    are scaled by the datagrams per buffer the receiver saw (1 without GRO: exact; a GSO
-    sender on loopback: exact but for a short last buffer; an estimate otherwise). The socket
-    belongs to this session alone, so every drop on it is this session's.
-    """
-    drops = report.get("socket_drops")
-    if drops is None:
-        return None
-    drops = max(drops, report.get("rxq_overflow") or 0)
-    taken = report.get("received", 0) + report.get("duplicates", 0) + report.get("foreign", 0)
-    buffers = report.get("buffers") or 0
-    per_buffer = max(1.0, taken / buffers) if buffers else 1.0
-    return round(drops * per_buffer)
-
-
+socket_drops_datagrams = row_of.socket_drops_datagrams

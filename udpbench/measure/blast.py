@@ -1,0 +1,103 @@
+"""``blast``: one measurement at one payload size, like ``iperf3 -u`` with honest accounting."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+from dataclasses import dataclass
+
+from udpbench.errors import UserError
+from udpbench.linux.sockopts import is_loopback
+from udpbench.measure.embedded import connect
+from udpbench.measure.stopping import stop_flag
+from udpbench.protocol import wire
+from udpbench.protocol.row import Row
+from udpbench.transport.client import DEFAULT_LAN_RATE_BPS
+from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.transport.streams import blast_streams
+
+MAX_STREAMS = 16  # a server serves 16 control connections at once by default
+
+
+@dataclass
+class BlastOptions:
+    """What a blast sends, and to which server."""
+
+    size: int = 1472
+    """UDP payload bytes of every datagram (the 32-byte udpbench header included)."""
+    duration: float = 2.0
+    """Seconds to send for (the server may grant less; the row says so)."""
+    rate: float | None = None
+    """UDP payload bits per second, all streams together; 0 is as fast as the kernel takes them;
+    None picks per host: as fast as possible on loopback, 100 Mbit/s toward any other host."""
+    engine: str = "auto"
+    """How datagrams reach the kernel: send, mmsg, gso, or auto (gso where it fits, else mmsg)."""
+    streams: int = 1
+    """Parallel sessions, each its own socket and sending thread, summed into one row."""
+    df: bool = False
+    """Set Don't Fragment: a payload above the path MTU is refused (row.sendable False), not fragmented."""
+    interval: float | None = None
+    """Seconds between interim reports (one stream only); the row then holds ``intervals``."""
+    port: int = DEFAULT_PORT
+    """The server's port (TCP control and UDP data)."""
+    family: int | None = None
+    """socket.AF_INET or socket.AF_INET6 to insist on one; None takes the host's first address."""
+    token: str | None = None
+    """The shared secret, if the server asks for one; None reads $UDPBENCH_TOKEN, "" sends none."""
+    embedded: bool = True
+    """For a loopback host with no server listening, start one for this measurement."""
+
+
+def default_rate(address: str) -> float:
+    """As fast as possible on this machine; a 100 Mbit/s safety default toward any other host."""
+    return 0.0 if is_loopback(address) else DEFAULT_LAN_RATE_BPS
+
+
+def options_of(options, fields: dict, kind=BlastOptions):
+    """``options`` (or the defaults) with ``fields`` replacing some of them."""
+    options = options if options is not None else kind()
+    try:
+        return dataclasses.replace(options, **fields)
+    except TypeError:
+        known = ", ".join(f.name for f in dataclasses.fields(kind))
+        unknown = ", ".join(sorted(set(fields) - {f.name for f in dataclasses.fields(kind)}))
+        raise TypeError(f"unknown {kind.__name__} field(s) {unknown}: known are {known}") from None
+
+
+def check_common(duration: float, rate: float | None, streams: int) -> None:
+    """Refuse values no measurement can run with, naming the value."""
+    if not (isinstance(duration, (int, float)) and math.isfinite(duration) and 0 < duration <= 86400):
+        raise UserError(f"duration {duration!r} s must be more than 0 and at most 86400 seconds")
+    if rate is not None and not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate >= 0):
+        raise UserError(f"rate {rate!r} bit/s must be 0 (as fast as possible) or a positive number")
+    if not (isinstance(streams, int) and 1 <= streams <= MAX_STREAMS):
+        raise UserError(f"streams {streams!r} is outside 1..{MAX_STREAMS}")
+
+
+def blast(host: str, options: BlastOptions | None = None, *, on_interval=None, on_notice=None,
+          stop: threading.Event | None = None, **fields) -> Row:
+    """Send datagrams of one size to ``host`` for a while and return the measured ``Row``.
+
+    Options come as a ``BlastOptions``, as keywords (``blast(host, size=1472, duration=1.0)``),
+    or both (keywords win). ``on_interval(entry)`` hears each interim report (with
+    ``interval``); ``on_notice(text)`` hears what is worth knowing but no error (the server
+    clamped the rate, a token went unused). Set ``stop`` from another thread to end the
+    sending early: the row then covers what was sent and is marked ``interrupted``.
+
+    Raises ``UserError`` for what the caller must fix (bad size, no server) and
+    ``MeasurementError`` when the measurement fails midway.
+    """
+    o = options_of(options, fields)
+    check_common(o.duration, o.rate, o.streams)
+    try:
+        wire.check_size(o.size)
+    except wire.WireError as exc:
+        raise UserError(str(exc)) from None
+    with connect(host, o.port, o.family, embedded=o.embedded, token=o.token, on_notice=on_notice) as client, \
+            stop_flag(stop) as flag:
+        rate = o.rate if o.rate is not None else default_rate(client.server_addr[0])
+        row = blast_streams(client, o.streams, o.size, o.duration, rate, o.engine, df=o.df,
+                            interval=o.interval, on_interval=on_interval, stop=flag)
+    if stop is not None and stop.is_set():
+        row.interrupted = True
+    return row
