@@ -24,6 +24,7 @@ from udpbench.lab.lab import Lab
 from udpbench.transport.server import Server
 
 SCRIPTS = Path(__file__).parent / "netns"
+PORT_GUARD = Path(__file__).parent / "portguard"
 LAB_MTU = 1400
 _unavailable: list[str] = []  # the reason, found once per session
 
@@ -57,6 +58,95 @@ def neutral_working_directory(tmp_path_factory):
     os.chdir(tmp_path_factory.mktemp("cwd"))
     yield
     os.chdir(before)
+
+
+class PortGuardRecord:
+    """The lines the default-port guard (tests/portguard/sitecustomize.py) wrote, read once each."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seen = 0
+
+    def take(self) -> list[str]:
+        """Lines written since the last call."""
+        try:
+            with open(self.path, encoding="utf-8") as record:
+                record.seek(self.seen)
+                text = record.read()
+        except FileNotFoundError:
+            return []
+        self.seen += len(text.encode())
+        return text.splitlines()
+
+
+@pytest.fixture(scope="session")
+def port_guard(tmp_path_factory):
+    """Records every aim at 127.0.0.0/8 or ::1 port 1060 from this process and its Python
+    subprocesses, in this network namespace; nothing is bound, so a user's server is untouched."""
+    sys.path.insert(0, str(PORT_GUARD))
+    import sitecustomize as guard  # the one in tests/portguard (no other on this path)
+    sys.path.remove(str(PORT_GUARD))
+
+    record = tmp_path_factory.mktemp("portguard") / "hits"
+    record.touch()
+    netns = guard._netns()
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", guard.ENV_FILE, guard.ENV_NETNS)}
+    os.environ[guard.ENV_FILE] = str(record)
+    os.environ[guard.ENV_NETNS] = netns
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PORT_GUARD), saved["PYTHONPATH"]]))
+    guard.install(str(record), netns)
+    yield PortGuardRecord(record)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def no_default_port(port_guard):
+    """Fail a test that measured loopback on the default port: that is a user's server, if one runs."""
+    port_guard.take()
+    yield
+    hits = port_guard.take()
+    if hits:
+        pytest.fail(f"this test aimed at loopback port 1060 (a user's server); give it its own "
+                    f"server or a free port: {hits[0][:600]}", pytrace=False)
+
+
+def _free_port() -> int:
+    """A port free on 127.0.0.1 for TCP and UDP now: nothing listens there, so a measurement of
+    127.0.0.1 on it starts an embedded server, whatever a user runs on the default port."""
+    for _ in range(20):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            try:
+                udp.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no port free for both TCP and UDP on 127.0.0.1")
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A port free on 127.0.0.1 (TCP and UDP), for a test that lets the embedded server serve it."""
+    return _free_port()
+
+
+@pytest.fixture
+def isolated_network():
+    """``wrap(argv)``: ``argv`` in a network namespace of its own with loopback up (root:
+    ``unshare -n``), for a command that must run on the default port as a user types it, without
+    meeting a user's server; the test skips where that cannot be."""
+    if not (os.geteuid() == 0 and shutil.which("unshare") and shutil.which("ip")):
+        pytest.skip("needs root, unshare and ip: on the default port it would measure a user's server")
+
+    def wrap(argv: list[str]) -> list[str]:
+        return ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *argv]
+
+    return wrap
 
 
 @pytest.fixture

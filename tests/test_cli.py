@@ -16,9 +16,9 @@ def run_cli(*argv, timeout=60):
                           timeout=timeout)
 
 
-def test_sweep_file_loads_back_with_the_same_numbers(tmp_path, capsys):
+def test_sweep_file_loads_back_with_the_same_numbers(tmp_path, capsys, free_port):
     base = tmp_path / "loop"
-    code = cli.main(["sweep", "127.0.0.1", "--sizes", "64,1472,9000", "--duration", "0.2",
+    code = cli.main(["sweep", "127.0.0.1", "--port", str(free_port), "--sizes", "64,1472,9000", "--duration", "0.2",
                      "--rate", "20M", "--json", "-o", str(base)])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
@@ -35,9 +35,9 @@ def test_sweep_file_loads_back_with_the_same_numbers(tmp_path, capsys):
         assert row["received"] == row["sent"] > 0
 
 
-def test_sweep_prints_a_table_and_show_prints_it_again(tmp_path):
+def test_sweep_prints_a_table_and_show_prints_it_again(tmp_path, free_port):
     base = tmp_path / "t"
-    done = run_cli("sweep", "127.0.0.1", "--sizes", "100,2000", "--duration", "0.2", "--rate", "5M",
+    done = run_cli("sweep", "127.0.0.1", "--port", str(free_port), "--sizes", "100,2000", "--duration", "0.2", "--rate", "5M",
                    "-o", str(base))
     assert done.returncode == 0, done.stderr
     assert "2000" in done.stdout and "goodput" in done.stdout
@@ -45,15 +45,18 @@ def test_sweep_prints_a_table_and_show_prints_it_again(tmp_path):
     assert shown.returncode == 0 and "2000" in shown.stdout
 
 
-def test_blast_json_row_has_the_stable_names():
-    done = run_cli("blast", "127.0.0.1", "--size", "200", "--duration", "0.3", "--rate", "2M", "--json")
+def test_blast_json_row_has_the_stable_names(free_port):
+    done = run_cli("blast", "127.0.0.1", "--port", str(free_port), "--size", "200", "--duration", "0.3", "--rate", "2M", "--json")
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)
     for key in ("host", "port", "size", "engine", "duration_s", "sent", "send_errors", "received",
                 "duplicates", "reordered", "lost", "loss_ratio", "tx_pps", "rx_pps", "goodput_bps",
                 "jitter_ms"):
         assert key in row
-    assert row["lost"] == row["sent"] - row["received"]
+    # 2 Mbit/s of 200-byte payloads for 0.3 s is 375 datagrams by hand; a loaded sender may send
+    # fewer (it skips missed slots), never more; loopback drops none of them at this rate.
+    assert 0 < row["sent"] <= 375
+    assert row["received"] == row["sent"] and row["lost"] == 0 and row["loss_ratio"] == 0
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -77,7 +80,9 @@ def test_blast_json_row_has_the_stable_names():
     (["mtu", "127.0.0.1", "--port", "0"], "--port 0 is outside 1..65535"),
     (["discover", "--port", "x"], "--port 'x' is not a whole number"),
 ])
-def test_bad_input_is_one_line_and_exit_2(argv, words):
+def test_bad_input_is_one_line_and_exit_2(argv, words, free_port):
+    if "127.0.0.1" in argv and "--port" not in argv:  # refused before measuring, or not: never a user's server
+        argv = [*argv, "--port", str(free_port)]
     done = run_cli(*argv)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

@@ -370,7 +370,8 @@ def _argv():
         "blast": st.tuples(hosts.map(lambda h: h[:1]), _options("blast")),
         # a sweep's default plan is 24 rows, each saved: start from 2 points (an option may change it)
         "sweep": st.tuples(hosts.map(lambda h: [*h, "--points", "2"]), _options("sweep")),
-        "serve": st.tuples(st.just(["--bind", "127.0.0.1"]), _options("serve")),
+        # a free port unless the fuzz names one: never 1060, where a user's server may run
+        "serve": st.tuples(st.just(["--bind", "127.0.0.1", "--port", "0"]), _options("serve")),
         "show": st.tuples(files.map(lambda f: [f]), _options("show")),
     }
     commands = st.sampled_from(ALLOWED).flatmap(

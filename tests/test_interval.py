@@ -112,8 +112,8 @@ def test_merge_tx_adds_counts_and_pools_gap_statistics():
 LINE = re.compile(r"^\s*(\d+\.\d\d)-(\d+\.\d\d) s\s+(\d+)\s+(\d+)\s+(-?\d+)\s+\S+%\s+.*bit/s\s+[\d.]+ ms")
 
 
-def test_blast_interval_prints_a_line_per_interval_and_the_summary():
-    done = run_cli("blast", "127.0.0.1", "--size", "300", "--duration", "1", "--rate", "4M",
+def test_blast_interval_prints_a_line_per_interval_and_the_summary(free_port):
+    done = run_cli("blast", "127.0.0.1", "--port", str(free_port), "--size", "300", "--duration", "1", "--rate", "4M",
                    "--interval", "0.2")
     assert done.returncode == 0, done.stderr
     lines = [m for m in map(LINE.match, done.stdout.splitlines()) if m]
@@ -125,8 +125,8 @@ def test_blast_interval_prints_a_line_per_interval_and_the_summary():
     assert sum(int(m.group(4)) for m in lines) == received
 
 
-def test_blast_interval_json_has_the_intervals():
-    done = run_cli("blast", "127.0.0.1", "--size", "300", "--duration", "0.6", "--rate", "4M",
+def test_blast_interval_json_has_the_intervals(free_port):
+    done = run_cli("blast", "127.0.0.1", "--port", str(free_port), "--size", "300", "--duration", "0.6", "--rate", "4M",
                    "--interval", "0.2", "--json")
     assert done.returncode == 0, done.stderr
     row = json.loads(done.stdout)  # nothing but the JSON document on stdout
@@ -139,8 +139,8 @@ def test_blast_interval_json_has_the_intervals():
         assert key in intervals[0]
 
 
-def test_blast_without_interval_has_no_intervals(capsys):
-    assert cli.main(["blast", "127.0.0.1", "--size", "300", "--duration", "0.2", "--rate", "2M", "--json"]) == 0
+def test_blast_without_interval_has_no_intervals(capsys, free_port):
+    assert cli.main(["blast", "127.0.0.1", "--port", str(free_port), "--size", "300", "--duration", "0.2", "--rate", "2M", "--json"]) == 0
     assert "intervals" not in json.loads(capsys.readouterr().out)
 
 

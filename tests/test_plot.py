@@ -173,9 +173,9 @@ def test_empty_file_and_bad_image_name_are_user_errors(tmp_path, capsys):
     assert "must end in .png" in capsys.readouterr().err
 
 
-def test_sweep_plot_writes_the_image_after_the_sweep(tmp_path, capsys):
+def test_sweep_plot_writes_the_image_after_the_sweep(tmp_path, capsys, free_port):
     image = tmp_path / "sweep.png"
-    code = cli.main(["sweep", "127.0.0.1", "--sizes", "64,1500", "--duration", "0.1", "--rate", "10M",
+    code = cli.main(["sweep", "127.0.0.1", "--port", str(free_port), "--sizes", "64,1500", "--duration", "0.1", "--rate", "10M",
                      "--json", "-o", str(tmp_path / "s"), "--plot", str(image)])
     assert code == 0
     assert f"wrote {image}" in capsys.readouterr().err
@@ -189,9 +189,9 @@ def test_sweep_plot_refuses_a_bad_image_name_before_measuring(tmp_path, capsys):
     assert not (tmp_path / "s.npz").exists()
 
 
-def test_interrupted_sweep_plots_its_finished_rows(tmp_path):
+def test_interrupted_sweep_plots_its_finished_rows(tmp_path, free_port):
     base, image = tmp_path / "part", tmp_path / "part.png"
-    proc = subprocess.Popen([sys.executable, "-m", "udpbench", "sweep", "127.0.0.1", "--sizes",
+    proc = subprocess.Popen([sys.executable, "-m", "udpbench", "sweep", "127.0.0.1", "--port", str(free_port), "--sizes",
                              "64,200,400,800,1600,3200,6400", "--duration", "0.4", "--rate", "5M",
                              "-o", str(base), "--plot", str(image)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
