@@ -74,7 +74,8 @@ def test_intervals_add_up_to_the_exact_final_row(loopback_server, df):
     assert 3 <= len(intervals) <= 5 and intervals[-1]["final"] and not any(i["final"] for i in intervals[:-1])
     assert sum(i["sent"] for i in intervals) == row["sent"]
     assert sum(i["received"] for i in intervals) == row["received"] > 0
-    assert sum(i["lost"] for i in intervals) == row["lost"] == row["sent"] - row["received"]
+    assert sum(i["lost"] for i in intervals) == row["lost"] == 0  # loopback at 8 Mbit/s loses none
+    assert row["received"] == row["sent"]
     assert sum(i["expected"] for i in intervals) == row["sent"]
     for i in intervals:  # 8 Mbit/s of 500-byte payloads: 2000 datagrams/s, 400 a slice
         assert i["sent"] > 0 and i["end_s"] > i["start_s"]
@@ -155,12 +156,15 @@ def test_bad_interval_is_one_line_and_exit_2(capsys, value):
 def test_intervals_add_up_when_datagrams_are_lost(loopback_server):
     # As fast as loopback goes into a small receive buffer: the receiving socket overflows.
     with Client("127.0.0.1", loopback_server.port) as client:
-        row = client.blast(9000, 0.4, 0, rcvbuf=64 << 10, interval=0.1)
+        # mmsg: one datagram a buffer, so the kernel's drop count is in datagrams (GSO drops 7 at once)
+        row = client.blast(9000, 0.4, 0, "mmsg", rcvbuf=64 << 10, interval=0.1)
     intervals = row["intervals"]
     assert row["lost"] > 0  # the premise: a 64 KiB buffer cannot take loopback at full speed
     assert sum(i["sent"] for i in intervals) == row["sent"]
     assert sum(i["received"] for i in intervals) == row["received"]
-    assert sum(i["lost"] for i in intervals) == row["lost"] == row["sent"] - row["received"]
+    # A second count of the loss: loopback drops only at the receiving socket, and the kernel
+    # counts those drops itself (SO_MEMINFO), apart from the sequence numbers.
+    assert sum(i["lost"] for i in intervals) == row["lost"] == row["socket_drops"]
     assert sum(i.get("socket_drops", 0) for i in intervals) == row["socket_drops"]
 
 

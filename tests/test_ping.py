@@ -99,10 +99,21 @@ def expected_tries(drop: float, seed: int, requests: int, max_tries: int) -> lis
     return out
 
 
-def test_ping_against_dropping_server_accounts_for_every_request(dropping_server):
+def _ping_dropping(seed: int) -> dict:
     est = RtoEstimator(initial=0.05, minimum=0.05, maximum=0.8)  # tries wait 50,100,200,400,800 ms
-    r = ping_api.ping("127.0.0.1", port=dropping_server.port, count=16, interval=0.001, rto_initial=est.rto,
-                      rto_min=est.minimum, rto_max=est.maximum).as_dict()
+    with Server("127.0.0.1", 0, drop=0.5, seed=seed) as server:
+        return ping_api.ping("127.0.0.1", port=server.port, count=16, interval=0.001, rto_initial=est.rto,
+                             rto_min=est.minimum, rto_max=est.maximum).as_dict()
+
+
+def test_ping_against_dropping_server_accounts_for_every_request():
+    # A host stalled past the 50 ms timeout makes a spurious retry (a stale reply), which takes
+    # the server's next drop decision: the tries then differ from the seed's plan. Such a run
+    # proves the accounting below but not the plan, so up to 3 fresh servers; one must be clean.
+    for _ in range(3):
+        r = _ping_dropping(1234)
+        if r["stale"] == 0:
+            break
     assert r["sent"] == 16 and r["received"] + r["lost"] == r["sent"]
     assert r["loss_ratio"] == pytest.approx(r["lost"] / r["sent"])
     assert len(r["attempts"]) == 16 and all(a >= 1 for a in r["attempts"])
@@ -129,8 +140,8 @@ def test_ping_against_dropping_server_accounts_for_every_request(dropping_server
             assert 1 <= req["answered_try"] <= req["tries"] and req["rtt_ms"] > 0
         else:
             assert req["reason"] == "ceiling" and timeouts[-1] == pytest.approx(800.0)
-    if r["stale"] == 0:  # no spurious timeout (a stalled host): every retry was a drop
-        assert r["attempts"] == expected_tries(0.5, 1234, 16, 5)
+    assert r["stale"] == 0, "a spurious timeout in each of 3 runs: the machine stalls past 50 ms"
+    assert r["attempts"] == expected_tries(0.5, 1234, 16, 5)  # every retry was a drop, by the seed
     rtts = [q["rtt_ms"] for q in r["requests"] if q["rtt_ms"] is not None]
     assert r["rtt_min_ms"] == min(rtts) and r["rtt_max_ms"] == max(rtts)
     assert r["rtt_min_ms"] <= r["rtt_p50_ms"] <= r["rtt_p90_ms"] <= r["rtt_p99_ms"] <= r["rtt_max_ms"]
