@@ -259,3 +259,34 @@ def test_sweep_reconnects_to_a_host_that_ended_an_idle_connection(monkeypatch):
     assert [(r["host"], r["size"]) for r in rows] == [("127.0.0.1", 100), ("127.0.0.1", 200),
                                                       ("127.0.0.2", 100), ("127.0.0.2", 200)]
     assert all(r["received"] == r["sent"] > 0 for r in rows)
+
+
+def test_ctrl_c_in_a_blast_of_streams_ends_every_stream_and_prints_their_numbers(procs, wait_for):
+    server, port = serve(wait_for, procs)
+    blaster = procs("blast", "127.0.0.1", "--port", str(port), "--streams", "3", "--duration", "30",
+                    "--rate", "6M", "--size", "500", "--json")
+    assert wait_for(session_started(server, 3), 30), server.err
+    blaster.popen.send_signal(signal.SIGINT)
+    assert blaster.wait(20) == 130, blaster.err
+    row = json.loads("\n".join(blaster.out))
+    assert row["interrupted"] is True and row["streams"] == 3
+    per = row["per_stream"]
+    assert len(per) == 3 and sum(s["sent"] for s in per) == row["sent"]
+    for s in per:  # each stream's share is 2 Mbit/s of 4000-bit payloads: 500 a second, by hand
+        assert 0 < s["received"] == s["sent"] < 500 * 30
+    assert "Traceback" not in "\n".join(blaster.err)
+    # the server serves on after the three sessions ended
+    with Client("127.0.0.1", port, token="") as client:
+        assert client.blast(200, 0.1, 1e6)["received"] > 0
+
+
+def test_a_failing_interim_report_is_one_line_and_exit_1(procs, wait_for):
+    """The server dies between two STATUS exchanges: the blast ends at once with one line."""
+    server, port = serve(wait_for, procs)
+    blaster = procs("blast", "127.0.0.1", "--port", str(port), "--duration", "20", "--rate", "2M",
+                    "--size", "500", "--interval", "0.2")
+    assert wait_for(lambda: any(re.match(r"^\s*0\.00-0\.20 s", line) for line in blaster.out), 30), blaster.out
+    server.kill()
+    assert blaster.wait(20) == 1, (blaster.out, blaster.err)
+    assert len(blaster.err) == 1 and blaster.err[0].startswith("udpbench: "), blaster.err
+    assert "Traceback" not in blaster.err[0] and str(port) in blaster.err[0], blaster.err
