@@ -64,9 +64,9 @@ def receive_while(rx_sock, send):
 @pytest.mark.parametrize("engine", ["send", "mmsg", "gso"])
 def test_each_engine_delivers_exactly_what_it_sent(loopback_server, engine):
     with Client("127.0.0.1", loopback_server.port) as client:
-        row = client.blast(1000, 0.5, 80e6, engine)  # 10k datagrams/s
+        row = client.blast(1000, 0.5, 80e6, engine)  # 10k datagrams/s: 5000 slots in 0.5 s
     assert (row["engine"], row["engine_requested"], row["engine_note"]) == (engine, engine, "")
-    assert row["sent"] > 3000
+    assert_kept_schedule(row, 5000, 10_000)
     assert row["received"] == row["sent"]
     assert row["lost"] == 0 and row["duplicates"] == 0 and row["send_errors"] == 0
 
@@ -163,28 +163,30 @@ def test_auto_falls_back_to_mmsg_above_the_path_mtu_in_a_real_run(loopback_serve
 
 # --- pacing ---------------------------------------------------------------------------------
 
+def assert_kept_schedule(row, slots: int, pps: float, tolerance: float = 0.02) -> None:
+    """A paced run never sends more than its ``slots`` (worked out by hand), and any shortfall is
+    the time the machine took from the sender, which the send loop measured itself against its
+    schedule (``late_max_us``): a loaded 2-CPU machine excuses lateness, never a slow pacer."""
+    assert 0 < row["sent"] <= slots, row["sent"]
+    owed = row["late_max_us"] * 1e-6 * pps
+    assert slots - row["sent"] <= owed + tolerance * slots, (row["sent"], slots, row["late_max_us"])
+
+
 # Slots in 1 s worked out by hand: 1 Mbit/s of 1472-byte payloads is 84.9/s, so 85 slots;
 # 50 Mbit/s of 1000-byte payloads is 6250/s exactly, so 6250.
-@pytest.mark.parametrize("rate_bps, size, slots, low", [
-    (1e6, 1472, 85, 0.97),  # the loop sleeps between datagrams, a stall costs little
-    (50e6, 1000, 6250, 0.85),  # it spins the last stretch, and a loaded machine preempts spinners
+@pytest.mark.parametrize("rate_bps, size, slots", [
+    (1e6, 1472, 85),  # the loop sleeps between datagrams
+    (50e6, 1000, 6250),  # it spins the last stretch, and a loaded machine preempts spinners
 ])
-def test_paced_rate_is_met_and_sends_are_spread(loopback_server, rate_bps, size, slots, low):
-    """Never more than the schedule's slots in any run; the rate met in one of up to 3 runs (a
-    loaded machine may take one second from a spinning sender); the gaps spread."""
-    runs = []
+def test_paced_rate_is_met_and_sends_are_spread(loopback_server, rate_bps, size, slots):
     with Client("127.0.0.1", loopback_server.port) as client:
-        for _ in range(3):
-            row = client.blast(size, 1.0, rate_bps, "mmsg")
-            assert 0 < row["sent"] <= slots, row["sent"]  # never faster than asked
-            assert row["received"] == row["sent"]
-            # tx_bps by hand: the datagrams sent, over the 1 s the schedule ran
-            assert row["tx_bps"] == pytest.approx(row["sent"] * size * 8 / 1.0, rel=0.01)
-            runs.append(row)
-            if row["sent"] >= low * slots:
-                break
-    row = max(runs, key=lambda r: r["sent"])
-    assert row["sent"] >= low * slots, [r["sent"] for r in runs]
+        row = client.blast(size, 1.0, rate_bps, "mmsg")
+    assert_kept_schedule(row, slots, slots / 1.0)
+    assert row["received"] == row["sent"]
+    # tx_bps by hand: the datagrams sent over the 1 s the schedule ran, which a late sender may
+    # overrun by as much as it was late
+    bits = row["sent"] * size * 8
+    assert bits / (1.0 + row["late_max_us"] * 1e-6) * 0.999 <= row["tx_bps"] <= bits / 1.0 * 1.001
     # The median gap between syscalls is the target; after a stall the sender catches up at up to
     # twice the rate, so on a loaded machine half the gaps may be half the target, never less.
     assert 0.45 * row["gap_target_us"] <= row["gap_p50_us"] <= 1.3 * row["gap_target_us"]
@@ -194,10 +196,16 @@ def test_paced_rate_is_met_and_sends_are_spread(loopback_server, rate_bps, size,
 def test_a_paced_count_ends_where_its_last_slot_ends(socket_pair):
     """n datagrams at R per second take n / R seconds, not (n - 1) / R: the rate is R."""
     rx, tx = socket_pair
-    result, _ = receive_while(rx, lambda: _fast.send_datagrams(
-        tx.fileno(), _fast.ENGINE_SEND, 64, SESSION, 0, 5.0, 1000.0, max_count=100))
-    assert result["sent"] == 100
-    assert 100_000_000 <= result["elapsed_ns"] < 130_000_000  # never 99 ms: the last slot is waited out
+    elapsed = []
+    for _ in range(3):  # a loaded machine may wake the loop late after its last slot; 99 ms is never right
+        result, _ = receive_while(rx, lambda: _fast.send_datagrams(
+            tx.fileno(), _fast.ENGINE_SEND, 64, SESSION, 0, 5.0, 1000.0, max_count=100))
+        assert result["sent"] == 100
+        assert result["elapsed_ns"] >= 100_000_000  # never 99 ms: the last slot is waited out
+        elapsed.append(result["elapsed_ns"])
+        if elapsed[-1] < 130_000_000:
+            break
+    assert min(elapsed) < 130_000_000, elapsed
 
 
 def test_gap_histogram_percentiles_are_within_its_resolution():
@@ -220,28 +228,23 @@ def test_gap_histogram_percentiles_are_within_its_resolution():
 
 def test_streams_run_as_separate_sessions_and_sum(loopback_server):
     """Three paced streams split 30 Mbit/s of 800-byte payloads: 1562.5 datagrams/s each, so 938
-    slots each in 0.6 s (by hand). Three spinning senders on a loaded 2-CPU machine may each lose
-    a stall, so the rate is met in one of up to 3 runs; the split is checked in every run."""
-    slots = 938
-    runs = []
+    slots each in 0.6 s (by hand). Each stream keeps its share of the schedule, short only by what
+    its own send loop found it was late (three spinners on a loaded 2-CPU machine)."""
     with Client("127.0.0.1", loopback_server.port) as client:
-        for _ in range(3):
-            row = blast_streams(client, 3, 800, 0.6, 30e6, "mmsg")
-            per = row["per_stream"]
-            assert row["streams"] == 3 and len(per) == 3
-            assert len({s["session"] for s in per}) == 3
-            for key in ("sent", "received", "lost", *CAUSES):
-                assert row[key] == sum(s[key] for s in per)
-            for s in per:
-                assert 0 < s["received"] == s["sent"] <= slots  # the rate is split: never over a share
-            assert row["rate_target_bps"] == pytest.approx(30e6)
-            # Loopback holds no queue: the receivers' interval is the 0.6 s the streams ran.
-            assert row["goodput_bps"] == pytest.approx(row["received"] * 800 * 8 / 0.6, rel=0.03)
-            runs.append(row)
-            if all(s["sent"] >= 0.85 * slots for s in per):
-                break
-    shares = [[s["sent"] for s in r["per_stream"]] for r in runs]
-    assert all(n >= 0.85 * slots for n in shares[-1]), f"datagrams per stream in each run: {shares}"
+        row = blast_streams(client, 3, 800, 0.6, 30e6, "mmsg")
+    per = row["per_stream"]
+    assert row["streams"] == 3 and len(per) == 3
+    assert len({s["session"] for s in per}) == 3
+    for key in ("sent", "received", "lost", *CAUSES):
+        assert row[key] == sum(s[key] for s in per)
+    for s in per:
+        assert 0 < s["received"] == s["sent"] <= 938  # the rate is split: never over a share
+    # the combined row keeps the worst lateness of the three, which bounds each one's shortfall
+    for s in per:
+        assert_kept_schedule(dict(s, late_max_us=row["late_max_us"]), 938, 1562.5, tolerance=0.05)
+    assert row["rate_target_bps"] == pytest.approx(30e6)
+    # Loopback holds no queue: the receivers' interval is the 0.6 s the streams ran.
+    assert row["goodput_bps"] == pytest.approx(row["received"] * 800 * 8 / 0.6, rel=0.03)
 
 
 def test_loss_causes_of_streams_are_attributed_once_over_the_summed_loss(loopback_server):
