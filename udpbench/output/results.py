@@ -76,12 +76,42 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def save(base: str | Path, meta: dict, rows: list[Row | dict]) -> tuple[Path, Path]:
-    """Write BASE.npz and BASE.json atomically; returns both paths."""
+def paths(base: str | Path) -> tuple[Path, Path]:
+    """(BASE.npz, BASE.json): the files ``save(base, ...)`` writes."""
     base = Path(base)
     if base.suffix in (".npz", ".json"):
         base = base.with_suffix("")
-    npz, js = base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
+    return base.with_name(base.name + ".npz"), base.with_name(base.name + ".json")
+
+
+def check_writable(base: str | Path) -> tuple[Path, Path]:
+    """Refuse, before anything is measured, a result-file name that cannot be written: an empty
+    name, a directory where a file goes, a parent that is a file, a read-only or full filesystem.
+    Creates the parent directory; returns the two paths. A UserError names the path and why."""
+    if not str(base).strip() or Path(base).name in ("", ".", ".."):
+        raise UserError(f"result file name {str(base)!r} names no file")
+    npz, js = paths(base)
+    for path in (npz, js):
+        if path.is_dir():
+            raise UserError(f"cannot write results to {path}: it is a directory")
+    try:
+        npz.parent.mkdir(parents=True, exist_ok=True)
+        # Write a byte, not just check permissions: root passes every permission check, and a
+        # read-only or full filesystem only shows itself on a write.
+        with tempfile.NamedTemporaryFile(dir=npz.parent, prefix=f".{npz.name}.", suffix=".probe") as probe:
+            probe.write(b"\0")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except FileExistsError:  # mkdir: the parent is there, but as a file
+        raise UserError(f"cannot write results in {npz.parent}: it is not a directory") from None
+    except OSError as exc:
+        raise UserError(f"cannot write results in {npz.parent}: {exc.strerror or exc}") from None
+    return npz, js
+
+
+def save(base: str | Path, meta: dict, rows: list[Row | dict]) -> tuple[Path, Path]:
+    """Write BASE.npz and BASE.json atomically; returns both paths."""
+    npz, js = paths(base)
     arrays = to_arrays(meta, rows)
     _atomic_write(npz, lambda f: np.savez(f, **arrays))
     document = {"meta": json.loads(str(arrays["meta"])), "rows": [public(r) for r in rows]}
