@@ -17,7 +17,7 @@ from typing import Protocol
 
 from udpbench._version import __version__
 from udpbench.protocol import auth, grant
-from udpbench.protocol.control import PROTOCOL_VERSION, ProtocolError
+from udpbench.protocol.control import FEATURE_CLOCK, FEATURE_REVERSE, PROTOCOL_VERSION, ProtocolError
 
 HANDSHAKE_TIMEOUT_S = 5.0  # HELLO and AUTH: an unauthenticated connection holds a slot this long
 IDLE_TIMEOUT_S = 120.0  # between measurements: a sweep's other hosts wait while one host runs
@@ -45,7 +45,8 @@ S = ServerState
 TRANSITIONS: dict[ServerState, dict[str, Rule]] = {
     S.AWAIT_HELLO: {"HELLO": Rule("on_hello", S.READY, with_token=S.AWAIT_AUTH)},
     S.AWAIT_AUTH: {"AUTH": Rule("on_auth", S.READY), "BYE": Rule("on_bye_without_token", S.CLOSED)},
-    S.READY: {"START": Rule("on_start", S.RUNNING), "BYE": Rule("on_bye", S.CLOSED)},
+    S.READY: {"START": Rule("on_start", S.RUNNING), "CLOCK": Rule("on_clock", S.READY),
+              "BYE": Rule("on_bye", S.CLOSED)},
     S.RUNNING: {"STOP": Rule("on_stop", S.READY), "STATUS": Rule("on_status", S.RUNNING),
                 "BYE": Rule("on_bye", S.CLOSED)},
     S.CLOSED: {},
@@ -88,6 +89,9 @@ class Sessions(Protocol):
 
     def status(self, session: int) -> dict:
         """The running blast's counts so far (a STATUS frame)."""
+
+    def clock_ns(self) -> int:
+        """This host's CLOCK_REALTIME in ns: the clock datagrams are stamped with."""
 
 
 class ServerConversation:
@@ -148,8 +152,9 @@ class ServerConversation:
     def on_hello(self, msg: dict, now: float) -> list[dict]:
         if msg["version"] != PROTOCOL_VERSION:
             raise ProtocolError(f"client speaks protocol {msg['version']}, this server speaks {PROTOCOL_VERSION}")
+        features = [FEATURE_CLOCK] + ([FEATURE_REVERSE] if self.limits.allow_reverse else [])
         hello = {"type": "HELLO", "version": PROTOCOL_VERSION, "server": f"udpbench {__version__}",
-                 "nonce": self.nonce, "port": self.port}
+                 "nonce": self.nonce, "port": self.port, "features": features}
         if self.token:
             hello["auth"] = auth.AUTH_METHOD
         return [hello]
@@ -185,6 +190,12 @@ class ServerConversation:
         self.deadline = now + granted["duration_s"] + self.limits.session_grace
         return [{"type": "STARTED", "session": session, "data_port": self.port, **extra,
                  "granted": granted, "clamped": clamped}]
+
+    def on_clock(self, msg: dict, now: float) -> list[dict]:
+        # t2 and t3 are read here, not when the frame arrived: the turnaround between them is
+        # taken out of the round trip (protocol/clock.py), so only their difference matters.
+        t2 = self.sessions.clock_ns()
+        return [{"type": "CLOCK_REPLY", "t1": msg["t1"], "t2": t2, "t3": self.sessions.clock_ns()}]
 
     def on_stop(self, msg: dict, now: float) -> list[dict]:
         if msg["session"] != self.session:

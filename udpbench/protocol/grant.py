@@ -36,6 +36,8 @@ class Limits:
     """Bytes of receive buffer a session's socket may ask the kernel for."""
     session_grace: float = SESSION_GRACE_S
     """Seconds past the granted duration before a session is ended."""
+    allow_reverse: bool = True
+    """Whether the server sends a blast's datagrams to a client that asks (a reverse run)."""
 
 
 def _number(start: dict, key: str, what: str) -> float:

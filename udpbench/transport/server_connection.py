@@ -66,6 +66,9 @@ class ConnectionSessions:
     def status(self, session: int) -> dict:
         return self.measurement.status()
 
+    def clock_ns(self) -> int:
+        return time.time_ns()
+
     def close(self) -> None:
         """End whatever is still live: the connection ended without STOP."""
         if self.measurement is not None:
