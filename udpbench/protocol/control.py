@@ -71,6 +71,8 @@ FEATURE_REVERSE = "reverse"
 # Fields of START in "blast" mode: the receiver needs them to count and to check limits.
 BLAST_FIELDS = {"size": int, "duration_s": _NUMBER, "rate_bps": _NUMBER, "client_port": int}
 MODES = ("blast", "echo")
+# A blast's direction: "forward", the client sends (the default), or "reverse", the server does.
+DIRECTIONS = ("forward", "reverse")
 
 
 def _check_fields(msg: dict, fields: dict) -> None:
@@ -103,6 +105,8 @@ def decode(payload: bytes) -> dict:
             _check_fields(msg, BLAST_FIELDS)
             if not 0 < msg["client_port"] <= 65535:
                 raise ProtocolError("START client_port is outside 1-65535")
+            if msg.get("direction", "forward") not in DIRECTIONS:
+                raise ProtocolError("START direction is neither forward nor reverse")
     session = msg.get("session")
     if "session" in msg and (isinstance(session, bool) or not isinstance(session, int)
                              or not 0 <= session < 2**64):

@@ -81,6 +81,10 @@ class Sessions(Protocol):
     def open_blast(self, start: dict, granted: dict) -> dict:
         """Open the receiving socket; returns STARTED's extra fields (``rcvbuf``)."""
 
+    def open_reverse(self, start: dict, granted: dict) -> dict:
+        """Open the sending socket toward the client; returns STARTED's extra fields (``nonce``).
+        Nothing is sent before the client echoes the nonce from its data socket."""
+
     def open_echo(self, start: dict, granted: dict) -> None:
         """Start answering the session's probes and echo requests; ProtocolError if the id is taken."""
 
@@ -177,10 +181,15 @@ class ServerConversation:
     def on_start(self, msg: dict, now: float) -> list[dict]:
         session = msg["session"]
         if msg["mode"] == "blast":
+            reverse = msg.get("direction") == "reverse"
+            if reverse and not self.limits.allow_reverse:
+                raise ProtocolError(grant.REVERSE_FORBIDDEN)
             granted, clamped = grant.grant_blast(msg, self.limits)
-            extra = self.sessions.open_blast(msg, granted)
+            extra = (self.sessions.open_reverse if reverse else self.sessions.open_blast)(msg, granted)
             note = f" (clamped: {', '.join(clamped)})" if clamped else ""
-            self.notes.append(f"session {session:016x} from {self.peer}: {msg['size']} B for {granted['duration_s']:g} s{note}")
+            what = "sent to" if reverse else "from"
+            self.notes.append(f"session {session:016x} {what} {self.peer}: {msg['size']} B for "
+                              f"{granted['duration_s']:g} s{note}")
         else:
             granted, clamped = grant.grant_echo(msg, self.limits)
             self.sessions.open_echo(msg, granted)

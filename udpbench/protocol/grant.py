@@ -24,6 +24,9 @@ ECHO_BUDGET_PPS = 10_000.0
 BUDGET_BURST_S = 0.1  # a budget saves up this long: enough for a probe burst, not a flood
 
 
+REVERSE_FORBIDDEN = "this server does not send datagrams to clients: reverse runs are forbidden there"
+
+
 @dataclass(frozen=True)
 class Limits:
     """What a server grants at most; every field is a server option of the same name."""
