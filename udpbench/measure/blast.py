@@ -49,8 +49,9 @@ class BlastOptions:
     """For a loopback host with no server listening, start one for this measurement."""
     path_mtu: int | None = None
     """The path MTU to count fragments at (``row.fragments``, ``row.wire_bps``), as found by
-    ``path_mtu()``; None: the MTU this kernel's route to the host holds. Counting only: what is
-    sent is the same either way (docs/decisions.md, "fragments counts what crosses the bottleneck")."""
+    ``path_mtu()``; None: the MTU this kernel's route to the host holds. The kernel still
+    fragments at its route's MTU (docs/decisions.md, "fragments counts what crosses the
+    bottleneck"); the engine sends GSO segments only if they cross both unfragmented."""
 
 
 def default_rate(address: str) -> float:
