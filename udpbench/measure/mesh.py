@@ -63,6 +63,9 @@ class MeshOptions:
 
 @dataclasses.dataclass
 class MeshResult:
+    """The rows of every pair measured (``src``, ``dst`` and ``round`` on each), ``meta`` (the
+    cluster, hosts, schedule and each pair's status in ``pairs``) and where it was saved."""
+
     meta: dict
     rows: list[dict]
     saved: Path | None
