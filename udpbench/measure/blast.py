@@ -20,6 +20,7 @@ from udpbench.transport.reverse import blast_reverse
 from udpbench.transport.streams import blast_streams
 from udpbench.output import trace as traces
 
+MIN_PATH_MTU = 68  # the smallest MTU every IPv4 link carries (RFC 791)
 MAX_STREAMS = 16  # a server serves 16 control connections at once by default
 
 
@@ -50,6 +51,11 @@ class BlastOptions:
     """The shared secret, if the server asks for one; None reads $UDPBENCH_TOKEN, "" sends none."""
     embedded: bool = True
     """For a loopback host with no server listening, start one for this measurement."""
+    path_mtu: int | None = None
+    """The path MTU to count fragments at (``row.fragments``, ``row.wire_bps``), as found by
+    ``path_mtu()``; None: the MTU this kernel's route to the host holds. The kernel still
+    fragments at its route's MTU (docs/decisions.md, "fragments counts what crosses the
+    bottleneck"); the engine sends GSO segments only if they cross both unfragmented."""
     direction: str = "forward"
     """forward: this side sends, the server receives; reverse: the server sends, this side receives."""
     trace: str | None = None
@@ -134,6 +140,8 @@ def blast(host: str, options: BlastOptions | None = None, *, on_interval=None, o
         wire.check_size(o.size)
     except wire.WireError as exc:
         raise UserError(str(exc)) from None
+    if o.path_mtu is not None and not (isinstance(o.path_mtu, int) and o.path_mtu >= MIN_PATH_MTU):
+        raise UserError(f"path MTU {o.path_mtu!r} is not a whole number of bytes of at least {MIN_PATH_MTU}")
     with connect(host, o.port, o.family, embedded=o.embedded, token=o.token, on_notice=on_notice) as client, \
             stop_flag(stop) as flag:
         rate = o.rate if o.rate is not None else default_rate(client.server_addr[0])
@@ -141,7 +149,7 @@ def blast(host: str, options: BlastOptions | None = None, *, on_interval=None, o
             row = reverse_row(client, o, rate, flag)
         else:
             row = blast_streams(client, o.streams, o.size, o.duration, rate, o.engine, df=o.df,
-                                interval=o.interval, on_interval=on_interval, stop=flag)
+                                interval=o.interval, on_interval=on_interval, stop=flag, path_mtu=o.path_mtu)
     if stop is not None and stop.is_set():
         row.interrupted = True
     return row

@@ -3,12 +3,10 @@ one line per host, each point coloured by where the loss just above it happened,
 MTU and fragment boundaries marked as the sweep figure marks them (plot.py)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from udpbench.errors import UserError
-from udpbench.output import plot
+from udpbench.output import plot, results
 from udpbench.protocol.capacity import SENDER_DISTURBED
 
 # cause at the knee -> colour: the sweep figure's colours for the same causes; hollow for none
@@ -67,20 +65,7 @@ def render(meta: dict, rows: list[dict], out: str | Path) -> Path:
     fig.suptitle(f"{meta.get('command') or 'udpbench capacity'}\n{what}, {meta.get('trial_s', 1):g} s trials, "
                  f"{meta.get('started', '')[:16]}", fontsize=11, x=0.01, ha="left")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
+        results.write_atomically(out, lambda f: fig.savefig(f, format=out.suffix.lstrip(".").lower()))
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=out.suffix.lstrip(".").lower())
-        os.replace(tmp, out)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
-        raise
     return out
