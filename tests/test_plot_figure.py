@@ -150,3 +150,14 @@ def test_a_real_auto_sweep_across_the_engine_switch(tmp_path, capsys):
     assert cli.main(["show", str(saved)]) == 0
     out = capsys.readouterr().out
     assert "sched p99" in out and out.count("same-host") == 2
+
+
+def test_the_image_is_as_readable_as_any_file_the_user_writes(tmp_path):
+    import os
+
+    mask = os.umask(0o027)
+    try:
+        out = plot.render(LOOPBACK, auto_loopback_rows(), tmp_path / "mode.png")
+    finally:
+        os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o640  # 0666 less the umask, not mkstemp's 0600

@@ -137,6 +137,7 @@ def render(meta: dict, rows: list[dict], out: str | Path) -> Path:
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
+        os.fchmod(fd, _file_mode())  # mkstemp makes 0600; an image is as readable as any file the user writes
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format=out.suffix.lstrip(".").lower())
         os.replace(tmp, out)
@@ -147,6 +148,18 @@ def render(meta: dict, rows: list[dict], out: str | Path) -> Path:
         _unlink(tmp)
         raise
     return out
+
+
+def _file_mode() -> int:
+    """0666 less the process umask, read without changing it (proc(5): Umask, Linux 4.7)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
 
 
 def _unlink(path: str) -> None:
