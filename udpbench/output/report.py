@@ -119,8 +119,9 @@ def print_table(rows: list[dict], title: str | None = None, file=None) -> None:
 
 def blast_summary(row: dict) -> str:
     """A few lines a person reads after one blast."""
+    toward = " from the server (reverse)" if row.get("direction") == "reverse" else ""
     lines = [
-        f"{row['host']} {row['size']} B x {row['sent']} datagrams in {row['duration_s']:.3f} s "
+        f"{row['host']}{toward} {row['size']} B x {row['sent']} datagrams in {row['duration_s']:.3f} s "
         f"({row['engine']}, {row['fragments']} fragment(s) at MTU {row['path_mtu']})",
         f"  sent      {row['sent']:>12}   {format_count(row['tx_pps'])} pps  {format_rate(row['tx_bps'])}",
         f"  received  {row['received']:>12}   {format_count(row['rx_pps'])} pps  goodput {format_rate(row['goodput_bps'])}",
