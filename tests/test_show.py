@@ -27,7 +27,9 @@ def cells(out: str, host: str, size: int) -> list[str]:
 
 def test_show_prints_the_percentiles_of_both_bases(tmp_path, capsys):
     rows = [delay_row("127.0.0.1", 1472), delay_row("198.18.1.2", 1472, basis="estimated", error=12.0),
-            delay_row("198.18.1.2", 9000, received=0)]
+            delay_row("198.18.1.2", 9000, received=0),
+            dict(delay_row("192.0.2.1", 64, basis="relative", error=-1.0),
+                 owd_note="clock offset not measured: delays are relative to the smallest")]
     _, js = results.save(tmp_path / "d", {"hosts": []}, rows)
     assert cli.main(["show", str(js)]) == 0
     out = capsys.readouterr().out
@@ -39,6 +41,8 @@ def test_show_prints_the_percentiles_of_both_bases(tmp_path, capsys):
                                                   "3.5", "12.5", "40.0", "201,234", "202,000", "202,500"]
     assert cells(out, "198.18.1.2", 1472)[3] == "estimated \u00b112.0"
     assert set(cells(out, "198.18.1.2", 9000)[3:]) == {"-"}  # nothing received: no delay, not 0
+    assert cells(out, "192.0.2.1", 64)[3] == "relative"
+    assert out.count("note: clock offset not measured: delays are relative to the smallest") == 1
 
 
 def test_show_of_a_file_without_delay_fields_prints_the_table_only(tmp_path, capsys):

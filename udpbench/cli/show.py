@@ -32,4 +32,6 @@ def run(args) -> int:
     if delays is not None:
         console.print()
         console.print(delays)
+        for note in dict.fromkeys(str(r.get("owd_note")) for r in rows if r.get("owd_note")):
+            console.print(f"note: {note}", highlight=False)
     return 0
