@@ -26,12 +26,6 @@ from udpbench.output import plot_panels as panels
 from udpbench.output import results
 from udpbench.output.plot_axes import boundaries, fragment_axis, grid, size_axis
 from udpbench.output.plot_series import Series, engine_marker, engines_of, series_of
-# The capacity figure draws with the same axes and series under these names.
-from udpbench.output.plot_axes import boundaries as _boundaries  # noqa: F401
-from udpbench.output.plot_axes import fragment_axis as _fragment_axis  # noqa: F401
-from udpbench.output.plot_axes import scale_y as _scale_y  # noqa: F401
-from udpbench.output.plot_axes import size_axis as _size_axis  # noqa: F401
-from udpbench.output.plot_panels import CAUSES  # noqa: F401
 
 FORMATS = (".png", ".svg", ".pdf")
 
