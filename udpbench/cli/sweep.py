@@ -35,6 +35,10 @@ def add_parser(commands) -> None:
     p.add_argument("-o", "--output", type=Path, metavar="NAME",
                    help="result file base name: writes NAME.npz and NAME.json (default results/sweep-TIME)")
     p.add_argument("--no-save", action="store_true", help="do not write result files")
+    p.add_argument("-R", "--reverse", action="store_true",
+                   help="each server sends and this side receives: the reverse path's curves (one stream)")
+    p.add_argument("--bidir", action="store_true",
+                   help="not available on sweep (refused): run blast --bidir per size instead")
     p.add_argument("--plot", metavar="PNG", default=None,
                    help="also draw the sweep to this image (.png, .svg or .pdf), as `udpbench plot` does")
     p.set_defaults(func=run)
@@ -78,6 +82,10 @@ def run(args) -> int:
             wire.check_size(size, v6=True)  # the IPv4 limit is checked per host, once resolved
         except wire.WireError as exc:
             raise UserError(str(exc)) from None
+    if args.bidir:
+        raise UserError("sweep does not take --bidir: its rows are one direction each; sweep once, then with -R")
+    if args.reverse and (args.streams > 1 or args.df):
+        raise UserError("sweep -R runs one stream sent by the server: leave out --streams and --df")
     output = None if args.no_save else (args.output or default_output())
     if args.plot:
         plot.check_output(args.plot)  # refuse a bad image name before measuring, not after
@@ -87,6 +95,7 @@ def run(args) -> int:
         with Progress(enabled=not args.json) as bar:
             done = sweep(args.hosts, sizes=args.sizes, points=args.points, duration=args.duration,
                          rate=args.rate, engine=args.engine, streams=args.streams, df=args.df,
+                         direction="reverse" if args.reverse else "forward",
                          port=args.port, family=args.family, token=options.token_of(args),
                          output=output, command=command, on_progress=bar.update, on_notice=print_notice)
     except SweepInterrupted as stop:

@@ -20,6 +20,7 @@ from udpbench.protocol import wire
 from udpbench.protocol.row import Row
 from udpbench.measure import path_mtu
 from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.transport.reverse import blast_reverse
 from udpbench.transport.streams import blast_streams
 
 # Loopback's MTU (65536) fragments nothing at Ethernet sizes; a loopback-only sweep is planned
@@ -57,6 +58,8 @@ class SweepOptions:
     """Base name of the result files (NAME.npz and NAME.json), rewritten after every row; None saves nothing."""
     command: str | None = None
     """The command line to record in the files' meta (without secrets)."""
+    direction: str = "forward"
+    """forward: this side sends; reverse: each server sends and this side receives (one stream)."""
 
 
 class Sweep:
@@ -136,6 +139,10 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
     if not hosts:
         raise UserError("no hosts to sweep")
     check_common(o.duration, o.rate, o.streams)
+    if o.direction not in ("forward", "reverse"):
+        raise UserError(f"direction {o.direction!r} is neither forward nor reverse")
+    if o.direction == "reverse" and (o.streams != 1 or o.df):
+        raise UserError("a reverse sweep runs one stream, sent by the server, without df")
     if not (isinstance(o.points, int) and 1 <= o.points <= MAX_POINTS):
         raise UserError(f"points {o.points!r} must be between 1 and {MAX_POINTS}")
     if o.output is not None:
@@ -150,7 +157,7 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
         "tool": "udpbench", "version": __version__, "command": o.command,
         "kernel": platform.release(), "machine": platform.machine(), "hostname": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": o.engine, "streams": o.streams,
-        "duration_s": o.duration, "df": o.df, "hosts": [],
+        "duration_s": o.duration, "df": o.df, "direction": o.direction, "hosts": [],
     }
     result = Sweep(meta, [])
     rows = result.rows
@@ -237,8 +244,11 @@ def _measure(o: SweepOptions, result: Sweep, sizes: list[int], total: int, check
                 if on_progress is not None:
                     on_progress(len(rows), total, f"{client.host} {size} B")
                 try:
-                    row = blast_streams(client, o.streams, size, o.duration, host_rate, o.engine,
-                                        path_mtu=info["path_mtu"], df=o.df, stop=flag)
+                    if o.direction == "reverse":
+                        row = blast_reverse(client, size, o.duration, host_rate, o.engine, stop=flag)
+                    else:
+                        row = blast_streams(client, o.streams, size, o.duration, host_rate, o.engine,
+                                            path_mtu=info["path_mtu"], df=o.df, stop=flag)
                 except MeasurementError as exc:
                     checkpoint()
                     kept = f"; {len(rows)} finished row(s) kept in {result.path}" if result.path else ""

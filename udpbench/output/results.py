@@ -44,7 +44,8 @@ def public(row: Row | dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith("_")}
 
 
-def to_arrays(meta: dict, rows: list[Row | dict]) -> dict[str, np.ndarray]:
+def to_arrays(meta: dict, rows: list[Row | dict], schema: str = SCHEMA,
+              schema_version: int = SCHEMA_VERSION) -> dict[str, np.ndarray]:
     rows = [public(row) for row in rows]
     keys: list[str] = []
     for row in rows:
@@ -54,12 +55,14 @@ def to_arrays(meta: dict, rows: list[Row | dict]) -> dict[str, np.ndarray]:
         arrays[key], encoded = _column([row.get(key) for row in rows])
         if encoded:
             json_columns.append(key)
-    meta = dict(meta, schema=SCHEMA, schema_version=SCHEMA_VERSION, rows=len(rows), json_columns=json_columns)
+    meta = dict(meta, schema=schema, schema_version=schema_version, rows=len(rows), json_columns=json_columns)
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
     return arrays
 
 
-def _atomic_write(path: Path, write) -> None:
+def write_atomically(path: Path, write) -> None:
+    """Call ``write(binary_file)`` on a temporary file beside ``path``, then rename it over ``path``:
+    a reader sees the old file or the new one, never half of one. OSError as the system gave it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -109,13 +112,15 @@ def check_writable(base: str | Path) -> tuple[Path, Path]:
     return npz, js
 
 
-def save(base: str | Path, meta: dict, rows: list[Row | dict]) -> tuple[Path, Path]:
-    """Write BASE.npz and BASE.json atomically; returns both paths."""
+def save(base: str | Path, meta: dict, rows: list[Row | dict], schema: str = SCHEMA,
+         schema_version: int = SCHEMA_VERSION) -> tuple[Path, Path]:
+    """Write BASE.npz and BASE.json atomically; returns both paths. ``schema`` names the kind of
+    result in ``meta`` (a sweep's by default), so that one kind is never read as another."""
     npz, js = paths(base)
-    arrays = to_arrays(meta, rows)
-    _atomic_write(npz, lambda f: np.savez(f, **arrays))
+    arrays = to_arrays(meta, rows, schema, schema_version)
+    write_atomically(npz, lambda f: np.savez(f, **arrays))
     document = {"meta": json.loads(str(arrays["meta"])), "rows": [public(r) for r in rows]}
-    _atomic_write(js, lambda f: f.write(json.dumps(document, indent=1, default=str).encode() + b"\n"))
+    write_atomically(js, lambda f: f.write(json.dumps(document, indent=1, default=str).encode() + b"\n"))
     return npz, js
 
 

@@ -11,6 +11,7 @@ Conversation (client C, server S)::
     C STOP {sent}                    S REPORT {received, ...}
       ... more START/STOP rounds ...
     C STATUS {session}               S STATUS {received, highest_seq, ...}   (while RUNNING, any number)
+    C CLOCK {t1}                     S CLOCK_REPLY {t1, t2, t3}   (between measurements, any number)
     C BYE                            (close)
 
 Anything that does not fit the state ends the conversation with ``ERROR {message}``. The
@@ -62,10 +63,18 @@ SCHEMA: dict[str, dict[str, type | tuple]] = {
     "ERROR": {"message": str},
     "AUTH": {"nonce": str, "mac": str},
     "AUTH_OK": {"mac": str},
+    # An NTP-style clock sample (protocol/clock.py): C's send time t1, S's receive and reply times.
+    "CLOCK": {"t1": int},
+    "CLOCK_REPLY": {"t1": int, "t2": int, "t3": int},
 }
+# What a server's HELLO lists in ``features``: a client asks for nothing a server did not list.
+FEATURE_CLOCK = "clock"
+FEATURE_REVERSE = "reverse"
 # Fields of START in "blast" mode: the receiver needs them to count and to check limits.
 BLAST_FIELDS = {"size": int, "duration_s": _NUMBER, "rate_bps": _NUMBER, "client_port": int}
 MODES = ("blast", "echo")
+# A blast's direction: "forward", the client sends (the default), or "reverse", the server does.
+DIRECTIONS = ("forward", "reverse")
 
 
 def _check_fields(msg: dict, fields: dict) -> None:
@@ -98,6 +107,8 @@ def decode(payload: bytes) -> dict:
             _check_fields(msg, BLAST_FIELDS)
             if not 0 < msg["client_port"] <= 65535:
                 raise ProtocolError("START client_port is outside 1-65535")
+            if msg.get("direction", "forward") not in DIRECTIONS:
+                raise ProtocolError("START direction is neither forward nor reverse")
     session = msg.get("session")
     if "session" in msg and (isinstance(session, bool) or not isinstance(session, int)
                              or not 0 <= session < 2**64):
