@@ -34,7 +34,8 @@ def test_loopback_search_finds_a_knee_at_the_receiver_or_the_sender(loopback_ser
         meta = json.loads(str(data["meta"]))
         assert meta["schema"] == "udpbench.capacity"
         assert data["size"].tolist() == [1000] and data["found_bps"].tolist() == [row.found_bps]
-    assert json.loads((tmp_path / "cap.json").read_text())["rows"][0]["trials"] == row.trials
+    document = json.loads((tmp_path / "cap.json").read_text())
+    assert document["rows"][0]["trials"] == row.trials and document["meta"]["schema"] == "udpbench.capacity"
     image = capacity_plot.render(result.meta, [r.as_dict() for r in result.rows], tmp_path / "knee.png")
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

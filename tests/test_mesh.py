@@ -175,6 +175,8 @@ def test_mesh_lab_3_finds_each_path_mtu_and_the_lossy_direction(make_lab, tmp_pa
         else:
             assert row["loss_ratio"] < 0.005, row
         assert row["size"] == min(LINK_MTU[row["src"]], LINK_MTU[row["dst"]]) - 28
+        # The blast was told the pair's path MTU: its largest unfragmented payload is one packet there.
+        assert row["path_mtu"] == min(LINK_MTU[row["src"]], LINK_MTU[row["dst"]]) and row["fragments"] == 1
     assert (tmp_path / "m.npz").exists() and (tmp_path / "m.json").exists()
     assert lab_namespaces(done.pid) == set() and dask_processes() <= before_procs
 

@@ -8,7 +8,7 @@ import pytest
 
 from udpbench import cli
 from udpbench.protocol import frag
-from udpbench.output import plot
+from udpbench.output import plot, plot_axes, plot_series
 from udpbench.output import results
 from udpbench.measure.sweep import sweep
 
@@ -133,7 +133,7 @@ def test_plot_of_rows_missing_optional_columns(tmp_path):
     assert_png(out, min_bytes=10_000)
     lan = plot.series_of(meta, rows)[0]
     assert lan.path_mtu_boundary() == 1452.5  # IPv6: 1500 - 48
-    assert lan.column(plot._goodput_mbps)[1][0] == pytest.approx(100 * 100 * 8 / 0.5 / 1e6)
+    assert lan.column(plot_series.goodput_bps)[1][0] == pytest.approx(100 * 100 * 8 / 0.5)
 
 
 def test_latency_of_a_row_with_nothing_received_is_left_out_not_drawn_as_zero():
@@ -141,9 +141,9 @@ def test_latency_of_a_row_with_nothing_received_is_left_out_not_drawn_as_zero():
     lan = [r for r in rows if r["host"] == "198.18.1.2"]
     lan[-1].update(received=0, lost=lan[-1]["sent"], loss_ratio=1.0, goodput_bps=0.0, jitter_ms=0.0)
     series = plot.series_of(meta, rows)[1]
-    sizes, jitter = series.column(lambda r: plot._latency(r, "jitter_ms"))
+    sizes, jitter = series.column(lambda r: plot_series.spread(r, "jitter_ms"))
     assert lan[-1]["size"] not in sizes and len(sizes) == len(series.sizes) - 1
-    sizes, goodput = series.column(plot._goodput_mbps)
+    sizes, goodput = series.column(plot_series.goodput_bps)
     assert sizes[-1] == lan[-1]["size"] and goodput[-1] == 0.0  # goodput 0 is a measurement
 
 
@@ -221,7 +221,7 @@ def test_loss_layers_split_the_drawn_height_in_proportion_to_the_causes():
     ax.set_yscale("symlog", linthresh=0.01, linscale=0.5)
     total = [10.0, 0.0, 1.0]
     parts = [[1.0, 0.0, 0.0], [3.0, 0.0, 5.0]]  # network 1 and socket 3 of 4 lost; then none; then all socket
-    (n0, n1), (s0, s1) = plot._stack_in_display(ax, [100, 200, 300], total, parts)
+    (n0, n1), (s0, s1) = plot_axes.stack_in_display(ax, [100, 200, 300], total, parts)
     scale = ax.yaxis.get_transform()
 
     def height(a, b):

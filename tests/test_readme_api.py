@@ -30,3 +30,6 @@ def test_the_readme_python_example_runs(isolated_network):
     assert lines[4] == "3 None"
     # lo carries 65536, but an IPv4 packet is at most 65535 bytes (16-bit total length, RFC 791)
     assert lines[5] == "65535"
+    # loopback loses nothing on a wire: the knee is the receiving socket's or the sender's
+    found, cause = lines[6].split()
+    assert found == "True" and cause in ("socket", "sender", "sender-disturbed")

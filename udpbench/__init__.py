@@ -8,6 +8,13 @@ options dataclass), reports progress and notices through callbacks, accepts ``st
     row = udpbench.blast("127.0.0.1", size=1472, duration=1.0)
     print(row.goodput_bps, row.loss_ratio, row.loss_network)
 
+The measurements: ``blast`` (one size -> ``Row``), ``sweep`` (sizes around the path MTU ->
+``Sweep`` of rows), ``path_mtu`` (-> ``PathMtu``), ``ping`` (-> ``PingResult``),
+``find_servers`` (-> ``FoundServer`` list), ``capacity`` (the highest loss-free rate at each
+size, RFC 2544 -> ``CapacityResult`` of ``CapacityRow``) and ``mesh`` (every path among a Dask
+cluster's workers -> ``MeshResult``; needs ``udpbench[mesh]``). ``Server`` serves them;
+``load_results`` reads a result file back.
+
 For a loopback host with no server listening, a measurement starts an embedded one. Names are
 imported on first use, so ``import udpbench`` (and reading result files) needs no compiled core.
 """
@@ -32,6 +39,17 @@ _LAZY = {
     "PingOptions": ("udpbench.measure.ping", "PingOptions"),
     "PingResult": ("udpbench.measure.ping", "PingResult"),
     "find_servers": ("udpbench.measure.find_servers", "find_servers"),
+    "FindServersOptions": ("udpbench.measure.find_servers", "FindServersOptions"),
+    "FoundServer": ("udpbench.protocol.discovery", "FoundServer"),
+    "capacity": ("udpbench.measure.capacity", "capacity"),
+    "CapacityOptions": ("udpbench.measure.capacity", "CapacityOptions"),
+    "CapacityResult": ("udpbench.measure.capacity", "CapacityResult"),
+    "CapacityInterrupted": ("udpbench.measure.capacity", "CapacityInterrupted"),
+    "CapacityRow": ("udpbench.protocol.capacity", "CapacityRow"),
+    "mesh": ("udpbench.measure.mesh", "mesh"),
+    "MeshOptions": ("udpbench.measure.mesh", "MeshOptions"),
+    "MeshResult": ("udpbench.measure.mesh", "MeshResult"),
+    "MeshInterrupted": ("udpbench.measure.mesh", "MeshInterrupted"),
     "Server": ("udpbench.transport.server", "Server"),
     "Row": ("udpbench.protocol.row", "Row"),
     "load_results": ("udpbench.output.results", "load_rows"),

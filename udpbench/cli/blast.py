@@ -7,11 +7,12 @@ from udpbench.cli import options
 from udpbench.cli.common import print_notice
 from udpbench.engine.choice import CHOICES as ENGINE_CHOICES
 from udpbench.errors import UserError
-from udpbench.measure.blast import MAX_STREAMS, blast
+from udpbench.measure.blast import MAX_STREAMS, blast, blast_bidir
+from udpbench.output import trace as traces
 from udpbench.output import results
 from udpbench.output.report import blast_summary
 from udpbench.protocol.units import format_count, format_rate
-from udpbench.transport.interval import HEADER, format_interval
+from udpbench.transport.interval import HEADER, MAX_INTERVALS, MIN_INTERVAL_S, format_interval
 
 
 def add_measuring_arguments(p) -> None:
@@ -42,29 +43,88 @@ def add_parser(commands) -> None:
     p.add_argument("--duration", type=options.positive_seconds("--duration"), default=2.0, metavar="S",
                    help="seconds (default 2)")
     p.add_argument("-i", "--interval", type=options.positive_seconds("--interval"), default=None, metavar="S",
-                   help="also report every S seconds, like iperf3 -i (with --json: an 'intervals' list)")
+                   help=f"also report every S seconds (at least {MIN_INTERVAL_S:g}), like iperf3 -i "
+                        f"(with --json: an 'intervals' list)")
+    add_direction_arguments(p, bidir=True)
+    p.add_argument("--latency", action="store_true",
+                   help="print the one-way delay percentiles (the row and --json always carry them)")
+    p.add_argument("--trace", metavar="FILE.npz", default=None,
+                   help="with -R: write every datagram (seq, scheduled, sent, received, duplicate) to FILE.npz; "
+                        "a forward run's datagrams arrive at the server, which does not return a trace")
+    p.add_argument("--trace-limit", type=options.whole_number_between("--trace-limit", 1, 100_000_000),
+                   default=traces.DEFAULT_LIMIT, metavar="N",
+                   help=f"datagrams a trace holds at most (default {traces.DEFAULT_LIMIT:,}); the file says when it was cut")
     p.set_defaults(func=run)
+
+
+def add_direction_arguments(p, bidir: bool) -> None:
+    """-R (and --bidir where the command has it)."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("-R", "--reverse", action="store_true",
+                       help="the server sends and this side receives, like iperf3 -R (the server's --max-rate "
+                            "and --max-duration apply; a server started with --no-reverse refuses)")
+    if bidir:
+        group.add_argument("--bidir", action="store_true",
+                           help="both directions at once, one row each, each at --rate (one stream each way)")
 
 
 def run(args) -> int:
     on_interval = _print_interval if args.interval and not args.json else None
     if args.interval and args.streams > 1:
         raise UserError("--interval reports one stream; leave it out with --streams")
-    row = blast(args.host, size=args.size, duration=args.duration, rate=args.rate, engine=args.engine,
-                streams=args.streams, df=args.df, interval=args.interval, port=args.port,
-                family=args.family, token=options.token_of(args), on_interval=on_interval,
-                on_notice=print_notice)
-    if args.json:
-        print(json.dumps(results.public(row), default=str))
+    if args.interval is not None and args.interval < MIN_INTERVAL_S:
+        raise UserError(f"--interval {args.interval:g} is below the floor of {MIN_INTERVAL_S:g} s")
+    if args.interval and args.duration / args.interval > MAX_INTERVALS:
+        raise UserError(f"--duration {args.duration:g} with --interval {args.interval:g} makes more than "
+                        f"{MAX_INTERVALS} reports: raise --interval to at least {args.duration / MAX_INTERVALS:g}")
+    if args.trace and not args.reverse:
+        raise UserError("--trace needs -R: a trace is kept where datagrams arrive, and a forward run's "
+                        "server does not return one")
+    if args.reverse or args.bidir:
+        flag = "-R" if args.reverse else "--bidir"
+        for name, given in (("--streams", args.streams > 1), ("--interval", args.interval), ("--df", args.df)):
+            if given:
+                raise UserError(f"{flag} does not take {name}: it runs one stream each way, sent by the server")
+    common = dict(size=args.size, duration=args.duration, rate=args.rate, engine=args.engine, port=args.port,
+                  family=args.family, token=options.token_of(args), on_notice=print_notice)
+    if args.bidir:
+        rows = list(blast_bidir(args.host, **common))
     else:
+        rows = [blast(args.host, streams=args.streams, df=args.df, interval=args.interval, on_interval=on_interval,
+                      direction="reverse" if args.reverse else "forward", trace=args.trace,
+                      trace_limit=args.trace_limit, **common)]
+    for row in rows:
+        if args.json:
+            print(json.dumps(results.public(row), default=str))
+            continue
         if args.interval:
             print()
         print(blast_summary(row))
         for line in engine_lines(row):
             print(line)
-    if row.interrupted:
+        if args.latency:
+            for line in latency_lines(row):
+                print(line)
+    if any(row.interrupted for row in rows):
         return 130
     return 0
+
+
+def latency_lines(row) -> list[str]:
+    """The one-way delay percentiles, from the actual and from the scheduled send time."""
+    x = row.extra
+    basis = x.get("owd_basis", "relative")
+    head = f"  delay     one-way, {basis}"
+    if basis == "estimated":
+        head += f" (clock offset {x['clock_offset_us']:,.1f} +- {x['clock_error_us']:,.1f} us, " \
+                f"drift {x.get('clock_drift_ppm', 0.0):.2f} ppm)"
+    lines = [head]
+    if x.get("owd_note"):
+        lines.append(f"            {x['owd_note']}")
+    for prefix, label in (("owd", "sent"), ("sched_owd", "scheduled")):
+        parts = "  ".join(f"{p} {x.get(f'{prefix}_{p}_us', 0.0):,.1f}" for p in ("min", "p50", "p90", "p99", "p999", "max"))
+        lines.append(f"  from {label:<9} {parts} us")
+    return lines
 
 
 def engine_lines(row) -> list[str]:

@@ -64,6 +64,9 @@ def add_parser(commands) -> None:
     p.add_argument("--session-grace", type=positive_seconds("--session-grace"), default=SESSION_GRACE_S, metavar="S",
                    help=f"end a session S seconds past its granted duration, whatever the client sends "
                         f"(default {SESSION_GRACE_S:g})")
+    p.add_argument("--no-reverse", action="store_true",
+                   help="refuse reverse and bidirectional runs (blast -R, --bidir): this server then "
+                        "never sends a blast's datagrams, only receives them")
     p.add_argument("--quiet", action="store_true", help="do not log sessions to stderr")
     p.add_argument("--drop", type=drop_fraction, default=0.0, metavar="P",
                    help="ignore this fraction of the ECHO requests received (0 <= P < 1), to watch "
@@ -123,7 +126,8 @@ def run(args) -> int:
     token = control.resolve_token(args.token, args.token_file)
     server = Server(args.bind, args.port, max_sessions=args.max_sessions, max_duration=args.max_duration,
                     log=None if args.quiet else sys.stderr, drop=args.drop, seed=args.seed, token=token,
-                    max_rate_bps=args.max_rate, session_grace=args.session_grace, max_rcvbuf=args.max_rcvbuf)
+                    max_rate_bps=args.max_rate, session_grace=args.session_grace, max_rcvbuf=args.max_rcvbuf,
+                    allow_reverse=not args.no_reverse)
     print("\n".join(describe_listening(server)), flush=True)
     try:
         server.serve_forever()

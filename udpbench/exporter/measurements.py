@@ -1,8 +1,8 @@
 """The one place the exporter calls the measurement library, and turns its errors into reasons.
 
 It calls ``measure.ping.ping`` and ``measure.path_mtu.path_mtu`` (typed results, read here as
-their dicts), and ``Client.blast`` for rows until the typed ``measure.blast`` lands; when the
-library changes, only this module does. The exporter never starts an embedded server: "no
+their dicts) and ``measure.blast.blast`` (typed rows); when the library changes, only this
+module does. The exporter never starts an embedded server: "no
 server" is what a probe must be able to report (docs/exporter.md).
 """
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 
 from udpbench.errors import MeasurementError, UserError
+from udpbench.protocol.row import Row
 
 # Why a probe failed: a fixed set, so that a reason label never makes a new series out of an
 # error message (docs/exporter.md).
@@ -84,24 +85,28 @@ def path_mtu(address: str, port: int, method: str, timeout: float | None, token:
 
 
 def blast(address: str, port: int, sizes, duration: float, rate_bps: float,
-          token: str | None) -> tuple[list[dict], int | None]:
-    """Rows of ``duration`` seconds at ``rate_bps`` (never "max") over one control connection,
-    one per size, and the path MTU; today's ``Client.blast`` and ``sweep_path_mtu``.
+          token: str | None) -> tuple[list[Row], int | None]:
+    """``measure.blast``'s rows of ``duration`` seconds at ``rate_bps`` (never "max"), one per size,
+    and the path MTU they were planned around.
 
     ``sizes``: a list of payload sizes, or a function of (path MTU, IPv6?) that plans them; the
-    path MTU is found only for the latter (None otherwise). Loopback is planned around
-    Ethernet's 1500, as a sweep is (docs/decisions.md). No embedded server: a probe that finds
-    no server says so."""
+    path MTU is found (``sweep_path_mtu``, as a sweep finds it) only for the latter, None
+    otherwise, and the rows count fragments at it. Loopback is planned around Ethernet's 1500,
+    as a sweep is (docs/decisions.md). No embedded server: a probe that finds no server says so."""
     from udpbench.linux.sockopts import is_loopback
+    from udpbench.measure.blast import BlastOptions, blast as run_blast
     from udpbench.measure.embedded import connect
-    from udpbench.measure.sweep import ETHERNET_MTU
     from udpbench.measure.path_mtu import sweep_path_mtu
+    from udpbench.measure.sweep import ETHERNET_MTU
 
-    with connect(address, port, embedded=False, token=token or "") as client:
-        mtu = None
-        if callable(sizes):
-            loopback = is_loopback(client.server_addr[0])
-            mtu = ETHERNET_MTU if loopback else sweep_path_mtu(client, False)["path_mtu"]
+    options = BlastOptions(duration=duration, rate=rate_bps, port=port, token=token or "", embedded=False)
+    mtu = None
+    if callable(sizes):
+        with connect(address, port, embedded=False, token=token or "") as client:
+            if is_loopback(client.server_addr[0]):
+                mtu = ETHERNET_MTU  # planning only: loopback's own MTU fragments nothing
+            else:
+                mtu = sweep_path_mtu(client, False)["path_mtu"]
+                options.path_mtu = mtu
             sizes = sizes(mtu, client.v6)
-        rows = [client.blast(size, duration, rate_bps) for size in sizes]
-    return rows, mtu
+    return [run_blast(address, options, size=size) for size in sizes], mtu

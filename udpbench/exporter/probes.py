@@ -17,7 +17,8 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram
 from udpbench.exporter import measurements
 from udpbench.exporter.config import SWEEP_LITE_POINTS, Module
 from udpbench.exporter.measurements import REASONS, ProbeFailed
-from udpbench.protocol import frag, wire
+from udpbench.protocol import clock, frag, wire
+from udpbench.protocol.row import Row
 
 log = logging.getLogger("udpbench.exporter")
 
@@ -26,6 +27,9 @@ TRIES_BUCKETS = (1, 2, 3, 4, 6, 8)
 ROW_OVERHEAD_S = 0.5  # per blast row: control round trips and the server's drain (>= 100 ms)
 PING_OVERHEAD_S = 0.5  # opening and closing the echo session
 CAUSES = ("sender", "socket", "reassembly", "network")
+SEND_TIMES = (("actual", "owd"), ("scheduled", "sched_owd"))  # label -> the row's field prefix
+OWD_PERCENTILES = (("p50", "50"), ("p90", "90"), ("p99", "99"), ("p999", "99.9"))
+DELAY_BASES = (clock.SAME_HOST, clock.ESTIMATED, clock.RELATIVE)  # a fixed set: every series always present
 
 
 def probe(module: Module, address: str | None, port: int, budget_s: float, token: str | None) -> CollectorRegistry:
@@ -158,7 +162,7 @@ def probe_sweep_lite(registry, m: Module, address: str, port: int, budget_s: flo
     return None
 
 
-def _row_metrics(registry, prefix: str, rows: list[dict]) -> None:
+def _row_metrics(registry, prefix: str, rows: list[Row]) -> None:
     """One series per payload size (label ``size``) for each of a row's numbers."""
     def gauge(name: str, doc: str, extra: tuple[str, ...] = ()) -> Gauge:
         return _gauge(registry, f"{prefix}_{name}", doc, ("size", *extra))
@@ -170,26 +174,69 @@ def _row_metrics(registry, prefix: str, rows: list[dict]) -> None:
     duplicates = gauge("duplicate_datagrams", "extra copies of datagrams already counted")
     reordered = gauge("reordered_datagrams", "datagrams that arrived after a higher sequence number")
     errors = gauge("send_errors", "sends the kernel refused")
-    goodput = gauge("goodput_bytes_per_second", "received payload bytes per second")
+    goodput = gauge("goodput_bytes_per_second", "received payload bytes per second, over the receiver's interval")
     jitter = gauge("jitter_seconds", "RFC 3550 interarrival jitter")
     spread = gauge("delay_spread_seconds", "largest one-way delay less the smallest")
     fragments = gauge("fragments", "IP packets per datagram at the path MTU")
     seconds = gauge("send_seconds", "seconds the datagrams were sent for")
     for row in rows:
-        size = str(row["size"])
-        sent.labels(size).set(row["sent"])
-        received.labels(size).set(row["received"])
+        size = str(row.size)
+        sent.labels(size).set(row.sent)
+        received.labels(size).set(row.received)
         for cause in CAUSES:
-            lost.labels(size, cause).set(row.get(f"loss_{cause}") or 0)
-        loss.labels(size).set(row["loss_ratio"])
-        duplicates.labels(size).set(row.get("duplicates") or 0)
-        reordered.labels(size).set(row.get("reordered") or 0)
-        errors.labels(size).set(row.get("send_errors") or 0)
-        goodput.labels(size).set((row.get("goodput_bps") or 0) / 8)
-        jitter.labels(size).set((row.get("jitter_ms") or 0) / 1e3)
-        spread.labels(size).set((row.get("delay_spread_ms") or 0) / 1e3)
-        fragments.labels(size).set(row.get("fragments") or 1)
-        seconds.labels(size).set(row.get("duration_s") or 0)
+            lost.labels(size, cause).set(getattr(row, f"loss_{cause}"))
+        loss.labels(size).set(row.loss_ratio)
+        duplicates.labels(size).set(row.duplicates)
+        reordered.labels(size).set(row.reordered)
+        errors.labels(size).set(row.send_errors)
+        goodput.labels(size).set(row.goodput_bps / 8)
+        jitter.labels(size).set(row.jitter_ms / 1e3)
+        spread.labels(size).set(row.delay_spread_ms / 1e3)
+        fragments.labels(size).set(row.fragments or 1)
+        seconds.labels(size).set(row.duration_s)
+    _delay_metrics(gauge, [r for r in rows if r.received and "owd_basis" in r])
+    _episode_metrics(gauge, [r for r in rows if "loss_burst_count" in r])
+
+
+def _delay_metrics(gauge, rows: list[Row]) -> None:
+    """One-way delay percentiles, from the actual and from the scheduled send time (the latter
+    includes the sender's own lateness), and the basis they stand on (docs/exporter.md)."""
+    if not rows:
+        return
+    percentile = gauge("one_way_delay_percentile_seconds", "one-way delay percentiles of this probe's datagrams",
+                       ("send_time", "percentile"))
+    lowest = gauge("one_way_delay_min_seconds", "smallest one-way delay", ("send_time",))
+    highest = gauge("one_way_delay_max_seconds", "largest one-way delay", ("send_time",))
+    basis = gauge("one_way_delay_basis", "1 for the basis of the delays: same-host (one clock), estimated "
+                  "(offset corrected) or relative (less the smallest delay)", ("basis",))
+    for row in rows:
+        size = str(row.size)
+        for send_time, prefix in SEND_TIMES:
+            for part, label in OWD_PERCENTILES:
+                percentile.labels(size, send_time, label).set(row[f"{prefix}_{part}_us"] / 1e6)
+            lowest.labels(size, send_time).set(row[f"{prefix}_min_us"] / 1e6)
+            highest.labels(size, send_time).set(row[f"{prefix}_max_us"] / 1e6)
+        for name in DELAY_BASES:
+            basis.labels(size, name).set(1 if row["owd_basis"] == name else 0)
+
+
+def _episode_metrics(gauge, rows: list[Row]) -> None:
+    """Loss episodes (RFC 3357): runs of lost datagrams and the runs received between them."""
+    if not rows:
+        return
+    bursts = gauge("loss_bursts", "runs of consecutive lost datagrams (loss episodes)")
+    burst_mean = gauge("loss_burst_mean_datagrams", "mean datagrams in a run of losses")
+    burst_max = gauge("loss_burst_max_datagrams", "datagrams in the longest run of losses")
+    gap_mean = gauge("loss_gap_mean_datagrams", "mean datagrams received between runs of losses")
+    conditional = gauge("conditional_loss_ratio", "chance a datagram is lost when the one before it was "
+                        "(RFC 3357)")
+    for row in rows:
+        size = str(row.size)
+        bursts.labels(size).set(row["loss_burst_count"])
+        burst_mean.labels(size).set(row["loss_burst_mean"])
+        burst_max.labels(size).set(row["loss_burst_max"])
+        gap_mean.labels(size).set(row["loss_gap_mean"])
+        conditional.labels(size).set(row["loss_conditional"])
 
 
 MEASURE = {"ping": probe_ping, "mtu": probe_mtu, "blast": probe_blast, "sweep_lite": probe_sweep_lite}

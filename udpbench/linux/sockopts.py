@@ -1,7 +1,7 @@
 """Linux socket constants the ``socket`` module lacks, and small helpers around them.
 
 Values from glibc ``bits/in.h`` and the kernel uapi headers (``errqueue.h``, ``udp.h``,
-``asm-generic/socket.h``); see shared/reference/pmtud.md. x86/arm generic values only.
+``asm-generic/socket.h``), as ip(7), ipv6(7) and udp(7) name them. x86/arm generic values only.
 """
 from __future__ import annotations
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import threading
 from dataclasses import dataclass
 
@@ -13,9 +14,14 @@ from udpbench.measure.stopping import stop_flag
 from udpbench.protocol import wire
 from udpbench.protocol.row import Row
 from udpbench.transport.client import DEFAULT_LAN_RATE_BPS
+from udpbench.transport.interval import MAX_INTERVALS, MIN_INTERVAL_S
 from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.transport.reverse import blast_bidir as _blast_bidir
+from udpbench.transport.reverse import blast_reverse
 from udpbench.transport.streams import blast_streams
+from udpbench.output import trace as traces
 
+MIN_PATH_MTU = 68  # the smallest MTU every IPv4 link carries (RFC 791)
 MAX_STREAMS = 16  # a server serves 16 control connections at once by default
 
 
@@ -37,7 +43,8 @@ class BlastOptions:
     df: bool = False
     """Set Don't Fragment: a payload above the path MTU is refused (row.sendable False), not fragmented."""
     interval: float | None = None
-    """Seconds between interim reports (one stream only); the row then holds ``intervals``."""
+    """Seconds between interim reports (one stream only; at least 0.1 s, at most 10,000 of them);
+    the row then holds ``intervals``."""
     port: int = DEFAULT_PORT
     """The server's port (TCP control and UDP data)."""
     family: int | None = None
@@ -46,6 +53,47 @@ class BlastOptions:
     """The shared secret, if the server asks for one; None reads $UDPBENCH_TOKEN, "" sends none."""
     embedded: bool = True
     """For a loopback host with no server listening, start one for this measurement."""
+    path_mtu: int | None = None
+    """The path MTU to count fragments at (``row.fragments``, ``row.wire_bps``), as found by
+    ``path_mtu()``; None: the MTU this kernel's route to the host holds. The kernel still
+    fragments at its route's MTU (docs/decisions.md, "fragments counts what crosses the
+    bottleneck"); the engine sends GSO segments only if they cross both unfragmented."""
+    direction: str = "forward"
+    """forward: this side sends, the server receives; reverse: the server sends, this side receives."""
+    trace: str | None = None
+    """Write every datagram (seq, scheduled, sent, received) to this ``.npz``; reverse runs only,
+    since a trace is kept where datagrams arrive and a forward run's server does not return one."""
+    trace_limit: int = traces.DEFAULT_LIMIT
+    """Datagrams a trace holds at most; the file says when it was cut."""
+
+
+DIRECTIONS = ("forward", "reverse")
+
+
+def check_direction(o) -> None:
+    """Refuse the combinations a reverse run does not have, naming the values."""
+    if o.direction not in DIRECTIONS:
+        raise UserError(f"direction {o.direction!r} is neither forward nor reverse")
+    if o.trace is not None:
+        if o.direction != "reverse":
+            raise UserError("a trace is kept where datagrams arrive: ask for it with the reverse direction "
+                            "(the server of a forward run does not return one)")
+        check_trace_path(o.trace)
+    if not (isinstance(o.trace_limit, int) and 0 < o.trace_limit <= 100_000_000):
+        raise UserError(f"trace limit {o.trace_limit!r} is outside 1..100000000 datagrams")
+    if o.direction == "reverse":
+        for name, value, why in (("streams", o.streams != 1, "one stream"), ("df", o.df, "the server's sending"),
+                                 ("interval", o.interval, "the forward direction")):
+            if value:
+                raise UserError(f"a reverse run does not take {name}: it covers {why} only")
+
+
+def check_trace_path(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UserError(f"cannot write trace {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise UserError(f"cannot write trace {path}: directory {directory} is not writable")
 
 
 def default_rate(address: str) -> float:
@@ -74,6 +122,17 @@ def check_common(duration: float, rate: float | None, streams: int) -> None:
         raise UserError(f"streams {streams!r} is outside 1..{MAX_STREAMS}")
 
 
+def check_interval(interval: float | None, duration: float) -> None:
+    """Refuse interim reports so frequent, or so many, that they would be the measurement."""
+    if interval is None:
+        return
+    if not (isinstance(interval, (int, float)) and math.isfinite(interval) and interval >= MIN_INTERVAL_S):
+        raise UserError(f"interval {interval!r} s is below the {MIN_INTERVAL_S:g} s floor")
+    if duration / interval > MAX_INTERVALS:
+        raise UserError(f"{duration:g} s in intervals of {interval:g} s makes more than {MAX_INTERVALS} "
+                        f"interim reports: make the interval at least {duration / MAX_INTERVALS:g} s")
+
+
 def blast(host: str, options: BlastOptions | None = None, *, on_interval=None, on_notice=None,
           stop: threading.Event | None = None, **fields) -> Row:
     """Send datagrams of one size to ``host`` for a while and return the measured ``Row``.
@@ -89,6 +148,59 @@ def blast(host: str, options: BlastOptions | None = None, *, on_interval=None, o
     """
     o = options_of(options, fields)
     check_common(o.duration, o.rate, o.streams)
+    check_interval(o.interval, o.duration)
+    check_direction(o)
+    try:
+        wire.check_size(o.size)
+    except wire.WireError as exc:
+        raise UserError(str(exc)) from None
+    if o.path_mtu is not None and not (isinstance(o.path_mtu, int) and o.path_mtu >= MIN_PATH_MTU):
+        raise UserError(f"path MTU {o.path_mtu!r} is not a whole number of bytes of at least {MIN_PATH_MTU}")
+    with connect(host, o.port, o.family, embedded=o.embedded, token=o.token, on_notice=on_notice) as client, \
+            stop_flag(stop) as flag:
+        rate = o.rate if o.rate is not None else default_rate(client.server_addr[0])
+        if o.direction == "reverse":
+            row = reverse_row(client, o, rate, flag)
+        else:
+            row = blast_streams(client, o.streams, o.size, o.duration, rate, o.engine, df=o.df,
+                                interval=o.interval, on_interval=on_interval, stop=flag, path_mtu=o.path_mtu)
+    if stop is not None and stop.is_set():
+        row.interrupted = True
+    return row
+
+
+def reverse_row(client, o, rate: float, flag) -> Row:
+    """A reverse run's row, and its trace written beside it when asked for."""
+    arrays = traces.buffers(o.trace_limit) if o.trace else None
+    row = blast_reverse(client, o.size, o.duration, rate, o.engine, stop=flag, trace_arrays=arrays)
+    if arrays is not None:
+        write_trace(o.trace, arrays, row)
+    return row
+
+
+def write_trace(path: str, arrays: tuple, row: Row) -> None:
+    length = int(row.extra.pop("trace_length", 0))
+    cut = int(row.extra.pop("trace_cut", 0))
+    columns = traces.build(arrays, length, cut, 0, row.sent)
+    try:
+        traces.write(path, columns, limit=len(arrays[0]), cut=cut, sent=row.sent)
+    except OSError as exc:
+        raise UserError(f"cannot write trace {path}: {exc.strerror or exc}") from None
+    row.extra["trace"] = path
+
+
+def blast_bidir(host: str, options: BlastOptions | None = None, *, on_notice=None,
+                stop: threading.Event | None = None, **fields) -> tuple[Row, Row]:
+    """Both directions at once: this side and the server each send ``rate``; (forward, reverse).
+
+    One stream each way; ``streams``, ``interval``, ``df`` and ``trace`` are refused here.
+    """
+    o = options_of(options, fields)
+    check_common(o.duration, o.rate, o.streams)
+    for name, value in (("streams", o.streams != 1), ("interval", o.interval), ("df", o.df),
+                        ("trace", o.trace), ("direction", o.direction != "forward")):
+        if value:
+            raise UserError(f"a bidirectional run does not take {name}: it is one stream each way")
     try:
         wire.check_size(o.size)
     except wire.WireError as exc:
@@ -96,8 +208,8 @@ def blast(host: str, options: BlastOptions | None = None, *, on_interval=None, o
     with connect(host, o.port, o.family, embedded=o.embedded, token=o.token, on_notice=on_notice) as client, \
             stop_flag(stop) as flag:
         rate = o.rate if o.rate is not None else default_rate(client.server_addr[0])
-        row = blast_streams(client, o.streams, o.size, o.duration, rate, o.engine, df=o.df,
-                            interval=o.interval, on_interval=on_interval, stop=flag)
+        rows = _blast_bidir(client, o.size, o.duration, rate, o.engine, stop=flag)
     if stop is not None and stop.is_set():
-        row.interrupted = True
-    return row
+        for row in rows:
+            row.interrupted = True
+    return rows

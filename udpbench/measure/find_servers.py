@@ -21,6 +21,8 @@ from udpbench.protocol.control import DEFAULT_PORT
 
 @dataclasses.dataclass
 class FindServersOptions:
+    """Where to search for udpbench servers, and for how long."""
+
     broadcast: str | None = None
     """One IPv4 address to search (a broadcast address, or one host's); None: every segment."""
     interface: str | None = None

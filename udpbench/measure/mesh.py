@@ -63,6 +63,9 @@ class MeshOptions:
 
 @dataclasses.dataclass
 class MeshResult:
+    """The rows of every pair measured (``src``, ``dst`` and ``round`` on each), ``meta`` (the
+    cluster, hosts, schedule and each pair's status in ``pairs``) and where it was saved."""
+
     meta: dict
     rows: list[dict]
     saved: Path | None
@@ -140,12 +143,11 @@ def measure_pair(destination: str, opts: MeshOptions) -> dict:
 
 
 def _measure_with_library(destination: str, opts: MeshOptions) -> tuple[dict, list[dict]]:
-    # The one place the mesh measures: the library's path_mtu, then a blast per size. The rows
-    # are the library's own (Row.as_dict); the orchestrator only adds src, dst and round.
+    # The one place the mesh measures: the library's path_mtu, then its blast per size, told the
+    # pair's path MTU so that fragments count what crosses the path. The rows are the library's
+    # own (Row.as_dict); the orchestrator only adds src, dst and round.
+    from udpbench.measure.blast import BlastOptions, blast
     from udpbench.measure.path_mtu import path_mtu
-    from udpbench.measure.sweep import default_rate
-    from udpbench.transport.client import Client
-    from udpbench.transport.streams import blast_streams
 
     token = opts.token or ""
     # Both methods: the echo answer is exact (acknowledged probes, RFC 8899) and the ICMP one
@@ -157,12 +159,10 @@ def _measure_with_library(destination: str, opts: MeshOptions) -> tuple[dict, li
            "black_hole": found.black_hole, "icmp_mtu": found.icmp_mtu, "echo_mtu": found.echo_mtu}
     if opts.mtu_only:
         return mtu, []
-    rows = []
-    with Client(destination, opts.port, token=token) as client:
-        rate = opts.rate if opts.rate is not None else default_rate(client.server_addr[0])
-        for size in opts.sizes or [found.max_payload]:
-            row = blast_streams(client, 1, size, opts.duration, rate, opts.engine, path_mtu=found.path_mtu)
-            rows.append(row.as_dict() if hasattr(row, "as_dict") else results.public(row))
+    # The servers run in the workers: a missing one is the pair's failure, not a cue to embed one.
+    options = BlastOptions(duration=opts.duration, rate=opts.rate, engine=opts.engine, port=opts.port,
+                           token=token, embedded=False, path_mtu=found.path_mtu)
+    rows = [blast(destination, options, size=size).as_dict() for size in opts.sizes or [found.max_payload]]
     return mtu, rows
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from udpbench._version import __version__
-from udpbench.errors import MeasurementError, UserError
+from udpbench.errors import MeasurementError, UserError, errno_name
 from udpbench.linux.sockopts import is_loopback
 from udpbench.measure.blast import check_common, default_rate, options_of
 from udpbench.measure.embedded import connect
@@ -20,6 +20,7 @@ from udpbench.protocol import wire
 from udpbench.protocol.row import Row
 from udpbench.measure import path_mtu
 from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.transport.reverse import blast_reverse
 from udpbench.transport.streams import blast_streams
 
 # Loopback's MTU (65536) fragments nothing at Ethernet sizes; a loopback-only sweep is planned
@@ -57,6 +58,8 @@ class SweepOptions:
     """Base name of the result files (NAME.npz and NAME.json), rewritten after every row; None saves nothing."""
     command: str | None = None
     """The command line to record in the files' meta (without secrets)."""
+    direction: str = "forward"
+    """forward: this side sends; reverse: each server sends and this side receives (one stream)."""
 
 
 class Sweep:
@@ -78,6 +81,16 @@ class Sweep:
 
     def __repr__(self) -> str:
         return f"Sweep({len(self.rows)} rows, path={str(self.path) if self.path else None})"
+
+
+class ResultsNotSaved(MeasurementError):
+    """The result files could not be written mid-sweep (a full or failing disk). The sweep stops;
+    ``rows`` holds every row measured, ``saved`` the .npz that still holds the first
+    ``saved_rows`` of them (None if none was written), so the caller can put the rest elsewhere."""
+
+    def __init__(self, message: str, meta: dict, rows: list, saved: Path | None, saved_rows: int):
+        super().__init__(message)
+        self.meta, self.rows, self.saved, self.saved_rows = meta, rows, saved, saved_rows
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -126,8 +139,14 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
     if not hosts:
         raise UserError("no hosts to sweep")
     check_common(o.duration, o.rate, o.streams)
+    if o.direction not in ("forward", "reverse"):
+        raise UserError(f"direction {o.direction!r} is neither forward nor reverse")
+    if o.direction == "reverse" and (o.streams != 1 or o.df):
+        raise UserError("a reverse sweep runs one stream, sent by the server, without df")
     if not (isinstance(o.points, int) and 1 <= o.points <= MAX_POINTS):
         raise UserError(f"points {o.points!r} must be between 1 and {MAX_POINTS}")
+    if o.output is not None:
+        results.check_writable(o.output)  # before measuring, not after a long sweep
     sizes = None if o.sizes is None else sorted(set(o.sizes))
     for size in sizes or ():
         try:
@@ -138,14 +157,27 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
         "tool": "udpbench", "version": __version__, "command": o.command,
         "kernel": platform.release(), "machine": platform.machine(), "hostname": socket.gethostname(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": o.engine, "streams": o.streams,
-        "duration_s": o.duration, "df": o.df, "hosts": [],
+        "duration_s": o.duration, "df": o.df, "direction": o.direction, "hosts": [],
     }
     result = Sweep(meta, [])
     rows = result.rows
 
+    saved_rows = 0
+
     def checkpoint():
-        if o.output is not None:
+        nonlocal saved_rows
+        if o.output is None:
+            return
+        try:
             result.path = results.save(o.output, meta, rows)[0]
+        except OSError as exc:
+            target = results.paths(o.output)[0]
+            kept = (f"{result.path} still holds the {saved_rows} row(s) saved before" if result.path
+                    else "nothing was saved")
+            why = f"{exc.strerror} ({errno_name(exc.errno)})" if exc.errno else str(exc)
+            raise ResultsNotSaved(f"cannot write {target}: {why}; {kept}", meta, list(rows), result.path,
+                                  saved_rows) from None
+        saved_rows = len(rows)
 
     # Control connections are not held idle: a server ends a silent one, and a long
     # sweep of one host would otherwise cost the next its connection. First each host's path
@@ -182,7 +214,10 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
         # Whenever Ctrl-C lands (mid-blast, waiting for a REPORT, mid-save), save again:
         # the write is atomic, so the file holds every finished row and loads.
         meta["interrupted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        checkpoint()
+        try:
+            checkpoint()
+        except ResultsNotSaved:
+            pass  # Ctrl-C wins; the file holds what the last good write put there
         raise SweepInterrupted(rows, result.path) from None
     if stop is not None and stop.is_set():
         result.stopped = True
@@ -209,8 +244,11 @@ def _measure(o: SweepOptions, result: Sweep, sizes: list[int], total: int, check
                 if on_progress is not None:
                     on_progress(len(rows), total, f"{client.host} {size} B")
                 try:
-                    row = blast_streams(client, o.streams, size, o.duration, host_rate, o.engine,
-                                        path_mtu=info["path_mtu"], df=o.df, stop=flag)
+                    if o.direction == "reverse":
+                        row = blast_reverse(client, size, o.duration, host_rate, o.engine, stop=flag)
+                    else:
+                        row = blast_streams(client, o.streams, size, o.duration, host_rate, o.engine,
+                                            path_mtu=info["path_mtu"], df=o.df, stop=flag)
                 except MeasurementError as exc:
                     checkpoint()
                     kept = f"; {len(rows)} finished row(s) kept in {result.path}" if result.path else ""

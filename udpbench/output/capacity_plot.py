@@ -3,16 +3,16 @@ one line per host, each point coloured by where the loss just above it happened,
 MTU and fragment boundaries marked as the sweep figure marks them (plot.py)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from udpbench.errors import UserError
-from udpbench.output import plot
+from udpbench.output import plot, plot_axes, results
+from udpbench.output.plot_panels import CAUSES
+from udpbench.output.plot_series import series_of
 from udpbench.protocol.capacity import SENDER_DISTURBED
 
 # cause at the knee -> colour: the sweep figure's colours for the same causes; hollow for none
-CAUSE_COLOURS = ({key.removeprefix("loss_"): colour for key, _, colour in plot.CAUSES}
+CAUSE_COLOURS = ({key.removeprefix("loss_"): colour for key, _, colour in CAUSES}
                  | {SENDER_DISTURBED: "#ffbb78", "": "#ffffff"})  # a paler sender: the knee is not the path's
 
 
@@ -30,7 +30,7 @@ def render(meta: dict, rows: list[dict], out: str | Path) -> Path:
     out = plot.check_output(out)
     # The sweep figure's series give each host its colour, path MTU and fragment boundaries;
     # the engine is left out so that a host is one line.
-    series = [s for s in plot.series_of(meta, [{k: v for k, v in r.items() if k != "engine"} for r in rows])
+    series = [s for s in series_of(meta, [{k: v for k, v in r.items() if k != "engine"} for r in rows])
               if s.sizes]
     if not series:
         raise UserError("no sizes to plot")
@@ -39,7 +39,7 @@ def render(meta: dict, rows: list[dict], out: str | Path) -> Path:
     axes = fig.subplots(2, 1, sharex=True)
     for ax, (key, scale, label) in zip(axes, (("found_bps", 1e6, "found rate (Mbit/s of payload)"),
                                               ("found_pps", 1e3, "found rate (thousand datagrams/s)"))):
-        plot._size_axis(ax, [x for s in series for x in s.sizes])
+        plot_axes.size_axis(ax, [x for s in series for x in s.sizes])
         ax.grid(True, which="major", color="#e0e0e0", linewidth=0.8)
         ax.set_axisbelow(True)
         values = []
@@ -49,11 +49,11 @@ def render(meta: dict, rows: list[dict], out: str | Path) -> Path:
             ax.plot(sizes, found, color=s.colour, linewidth=1.5, zorder=2, label=s.label)
             ax.scatter(sizes, found, c=[CAUSE_COLOURS.get(c, "#ffffff") for c in causes], s=30,
                        edgecolors=s.colour, linewidths=1.0, zorder=3)
-        plot._scale_y(ax, values, unit_floor=0.01)
+        plot_axes.scale_y(ax, values, unit_floor=0.01)
         ax.set_ylabel(label)
-        plot._boundaries(ax, series)
+        plot_axes.boundaries(ax, series)
     axes[-1].set_xlabel("UDP payload (bytes, log scale)")
-    plot._fragment_axis(axes[0], series)
+    plot_axes.fragment_axis(axes[0], series)
     hosts = [Line2D([], [], color=s.colour, linewidth=1.5, label=s.label) for s in series]
     causes = [Line2D([], [], color="none", marker="o", markerfacecolor=colour, markeredgecolor="#444444",
                      label=name or "none") for name, colour in CAUSE_COLOURS.items()
@@ -67,20 +67,7 @@ def render(meta: dict, rows: list[dict], out: str | Path) -> Path:
     fig.suptitle(f"{meta.get('command') or 'udpbench capacity'}\n{what}, {meta.get('trial_s', 1):g} s trials, "
                  f"{meta.get('started', '')[:16]}", fontsize=11, x=0.01, ha="left")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
+        results.write_atomically(out, lambda f: fig.savefig(f, format=out.suffix.lstrip(".").lower()))
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=out.suffix.lstrip(".").lower())
-        os.replace(tmp, out)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
-        raise
     return out

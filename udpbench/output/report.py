@@ -62,6 +62,56 @@ def table(rows: list[dict], title: str | None = None) -> Table:
     return t
 
 
+DELAY_PARTS = (("min", "min"), ("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"), ("max", "max"))
+
+
+def _delay_us(row: dict, key: str) -> float | None:
+    """A one-way delay field, or None for a row without a delay sample (nothing received; an
+    older file without the fields)."""
+    value = row.get(key)
+    if not isinstance(row.get("owd_basis"), str) or not row.get("received") or note(row):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _microseconds(v: float) -> str:
+    return f"{v:,.1f}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def delay_basis(row: dict) -> str:
+    """The row's owd_basis, an estimated one with its uncertainty (README: owd_basis)."""
+    basis = str(row.get("owd_basis") or "-")
+    error = row.get("clock_error_us")
+    if basis == "estimated" and isinstance(error, (int, float)) and error >= 0:
+        basis += f" \u00b1{_microseconds(error)}"
+    return basis
+
+
+def delay_table(rows: list[dict], title: str | None = None) -> Table | None:
+    """One-way delay percentiles in microseconds, from the actual and from the scheduled send
+    time, per row; None when no row carries them (a file from before they were measured)."""
+    if not any(_delay_us(row, "owd_p50_us") is not None for row in rows):
+        return None
+    t = Table(title=title, header_style="bold", show_edge=False, pad_edge=False)
+    for heading in ("host", "size B", "engine", "basis"):
+        t.add_column(heading, justify="right" if heading == "size B" else "left")
+    for prefix, words in (("owd", ""), ("sched_owd", "sched ")):
+        for _, part in DELAY_PARTS:
+            t.add_column(f"{words}{part}", justify="right")
+    for row in rows:
+        cells = []
+        for prefix in ("owd", "sched_owd"):
+            for key, _ in DELAY_PARTS:
+                value = _delay_us(row, f"{prefix}_{key}_us")
+                cells.append(_microseconds(value) if value is not None else "-")
+        measured = _delay_us(row, "owd_p50_us") is not None
+        t.add_row(str(row.get("host", "")), str(row.get("size", "")), str(row.get("engine", "")),
+                  delay_basis(row) if measured else "-", *cells)
+    return t
+
+
 def print_table(rows: list[dict], title: str | None = None, file=None) -> None:
     console = Console(file=file or sys.stdout, width=200 if not (file or sys.stdout).isatty() else None)
     console.print(table(rows, title))
@@ -69,8 +119,9 @@ def print_table(rows: list[dict], title: str | None = None, file=None) -> None:
 
 def blast_summary(row: dict) -> str:
     """A few lines a person reads after one blast."""
+    toward = " from the server (reverse)" if row.get("direction") == "reverse" else ""
     lines = [
-        f"{row['host']} {row['size']} B x {row['sent']} datagrams in {row['duration_s']:.3f} s "
+        f"{row['host']}{toward} {row['size']} B x {row['sent']} datagrams in {row['duration_s']:.3f} s "
         f"({row['engine']}, {row['fragments']} fragment(s) at MTU {row['path_mtu']})",
         f"  sent      {row['sent']:>12}   {format_count(row['tx_pps'])} pps  {format_rate(row['tx_bps'])}",
         f"  received  {row['received']:>12}   {format_count(row['rx_pps'])} pps  goodput {format_rate(row['goodput_bps'])}",

@@ -11,6 +11,7 @@ Conversation (client C, server S)::
     C STOP {sent}                    S REPORT {received, ...}
       ... more START/STOP rounds ...
     C STATUS {session}               S STATUS {received, highest_seq, ...}   (while RUNNING, any number)
+    C CLOCK {t1}                     S CLOCK_REPLY {t1, t2, t3}   (between measurements, any number)
     C BYE                            (close)
 
 Anything that does not fit the state ends the conversation with ``ERROR {message}``. The
@@ -24,6 +25,7 @@ import os
 import struct
 
 from udpbench.errors import UserError
+from udpbench.files import open_regular
 from udpbench.protocol.auth import (  # noqa: F401  (re-exported: the names callers know)
     AUTH_FAILED, AUTH_METHOD, NEED_TOKEN, TOKEN_ENV, auth_mac, check_mac, new_nonce, valid_nonce,
 )
@@ -32,6 +34,7 @@ PROTOCOL_VERSION = 1
 DEFAULT_PORT = 1060  # TCP control and UDP data share it
 MAX_FRAME = 64 * 1024
 LENGTH = struct.Struct("!I")
+MAX_TOKEN_BYTES = 4096  # a token is a passphrase; a longer first line is not one
 
 
 class ProtocolError(Exception):
@@ -60,10 +63,18 @@ SCHEMA: dict[str, dict[str, type | tuple]] = {
     "ERROR": {"message": str},
     "AUTH": {"nonce": str, "mac": str},
     "AUTH_OK": {"mac": str},
+    # An NTP-style clock sample (protocol/clock.py): C's send time t1, S's receive and reply times.
+    "CLOCK": {"t1": int},
+    "CLOCK_REPLY": {"t1": int, "t2": int, "t3": int},
 }
+# What a server's HELLO lists in ``features``: a client asks for nothing a server did not list.
+FEATURE_CLOCK = "clock"
+FEATURE_REVERSE = "reverse"
 # Fields of START in "blast" mode: the receiver needs them to count and to check limits.
 BLAST_FIELDS = {"size": int, "duration_s": _NUMBER, "rate_bps": _NUMBER, "client_port": int}
 MODES = ("blast", "echo")
+# A blast's direction: "forward", the client sends (the default), or "reverse", the server does.
+DIRECTIONS = ("forward", "reverse")
 
 
 def _check_fields(msg: dict, fields: dict) -> None:
@@ -96,6 +107,8 @@ def decode(payload: bytes) -> dict:
             _check_fields(msg, BLAST_FIELDS)
             if not 0 < msg["client_port"] <= 65535:
                 raise ProtocolError("START client_port is outside 1-65535")
+            if msg.get("direction", "forward") not in DIRECTIONS:
+                raise ProtocolError("START direction is neither forward nor reverse")
     session = msg.get("session")
     if "session" in msg and (isinstance(session, bool) or not isinstance(session, int)
                              or not 0 <= session < 2**64):
@@ -118,11 +131,17 @@ def resolve_token(token: str | None = None, token_file: str | None = None) -> st
     An empty string means no token.
     """
     if token is None and token_file:
+        with open_regular(token_file, "token file") as f:  # not /dev/zero, not a FIFO
+            try:
+                line = f.readline(MAX_TOKEN_BYTES + 1)
+            except OSError as exc:
+                raise UserError(f"cannot read token file {token_file}: {exc.strerror}") from None
+        if len(line) > MAX_TOKEN_BYTES and not line.endswith(b"\n"):
+            raise UserError(f"token file {token_file}: the first line is longer than {MAX_TOKEN_BYTES} bytes")
         try:
-            with open(token_file, encoding="utf-8") as f:
-                token = f.readline().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read token file {token_file}: {getattr(exc, 'strerror', None) or exc}") from None
+            token = line.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise UserError(f"token file {token_file}: the first line is not UTF-8 text") from None
         if not token:
             raise UserError(f"token file {token_file} is empty")
     if token is None:

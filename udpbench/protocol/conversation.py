@@ -17,7 +17,7 @@ from typing import Protocol
 
 from udpbench._version import __version__
 from udpbench.protocol import auth, grant
-from udpbench.protocol.control import PROTOCOL_VERSION, ProtocolError
+from udpbench.protocol.control import FEATURE_CLOCK, FEATURE_REVERSE, PROTOCOL_VERSION, ProtocolError
 
 HANDSHAKE_TIMEOUT_S = 5.0  # HELLO and AUTH: an unauthenticated connection holds a slot this long
 IDLE_TIMEOUT_S = 120.0  # between measurements: a sweep's other hosts wait while one host runs
@@ -45,7 +45,8 @@ S = ServerState
 TRANSITIONS: dict[ServerState, dict[str, Rule]] = {
     S.AWAIT_HELLO: {"HELLO": Rule("on_hello", S.READY, with_token=S.AWAIT_AUTH)},
     S.AWAIT_AUTH: {"AUTH": Rule("on_auth", S.READY), "BYE": Rule("on_bye_without_token", S.CLOSED)},
-    S.READY: {"START": Rule("on_start", S.RUNNING), "BYE": Rule("on_bye", S.CLOSED)},
+    S.READY: {"START": Rule("on_start", S.RUNNING), "CLOCK": Rule("on_clock", S.READY),
+              "BYE": Rule("on_bye", S.CLOSED)},
     S.RUNNING: {"STOP": Rule("on_stop", S.READY), "STATUS": Rule("on_status", S.RUNNING),
                 "BYE": Rule("on_bye", S.CLOSED)},
     S.CLOSED: {},
@@ -80,6 +81,10 @@ class Sessions(Protocol):
     def open_blast(self, start: dict, granted: dict) -> dict:
         """Open the receiving socket; returns STARTED's extra fields (``rcvbuf``)."""
 
+    def open_reverse(self, start: dict, granted: dict) -> dict:
+        """Open the sending socket toward the client; returns STARTED's extra fields (``nonce``).
+        Nothing is sent before the client echoes the nonce from its data socket."""
+
     def open_echo(self, start: dict, granted: dict) -> None:
         """Start answering the session's probes and echo requests; ProtocolError if the id is taken."""
 
@@ -88,6 +93,9 @@ class Sessions(Protocol):
 
     def status(self, session: int) -> dict:
         """The running blast's counts so far (a STATUS frame)."""
+
+    def clock_ns(self) -> int:
+        """This host's CLOCK_REALTIME in ns: the clock datagrams are stamped with."""
 
 
 class ServerConversation:
@@ -148,8 +156,9 @@ class ServerConversation:
     def on_hello(self, msg: dict, now: float) -> list[dict]:
         if msg["version"] != PROTOCOL_VERSION:
             raise ProtocolError(f"client speaks protocol {msg['version']}, this server speaks {PROTOCOL_VERSION}")
+        features = [FEATURE_CLOCK] + ([FEATURE_REVERSE] if self.limits.allow_reverse else [])
         hello = {"type": "HELLO", "version": PROTOCOL_VERSION, "server": f"udpbench {__version__}",
-                 "nonce": self.nonce, "port": self.port}
+                 "nonce": self.nonce, "port": self.port, "features": features}
         if self.token:
             hello["auth"] = auth.AUTH_METHOD
         return [hello]
@@ -172,10 +181,15 @@ class ServerConversation:
     def on_start(self, msg: dict, now: float) -> list[dict]:
         session = msg["session"]
         if msg["mode"] == "blast":
+            reverse = msg.get("direction") == "reverse"
+            if reverse and not self.limits.allow_reverse:
+                raise ProtocolError(grant.REVERSE_FORBIDDEN)
             granted, clamped = grant.grant_blast(msg, self.limits)
-            extra = self.sessions.open_blast(msg, granted)
+            extra = (self.sessions.open_reverse if reverse else self.sessions.open_blast)(msg, granted)
             note = f" (clamped: {', '.join(clamped)})" if clamped else ""
-            self.notes.append(f"session {session:016x} from {self.peer}: {msg['size']} B for {granted['duration_s']:g} s{note}")
+            what = "sent to" if reverse else "from"
+            self.notes.append(f"session {session:016x} {what} {self.peer}: {msg['size']} B for "
+                              f"{granted['duration_s']:g} s{note}")
         else:
             granted, clamped = grant.grant_echo(msg, self.limits)
             self.sessions.open_echo(msg, granted)
@@ -185,6 +199,12 @@ class ServerConversation:
         self.deadline = now + granted["duration_s"] + self.limits.session_grace
         return [{"type": "STARTED", "session": session, "data_port": self.port, **extra,
                  "granted": granted, "clamped": clamped}]
+
+    def on_clock(self, msg: dict, now: float) -> list[dict]:
+        # t2 and t3 are read here, not when the frame arrived: the turnaround between them is
+        # taken out of the round trip (protocol/clock.py), so only their difference matters.
+        t2 = self.sessions.clock_ns()
+        return [{"type": "CLOCK_REPLY", "t1": msg["t1"], "t2": t2, "t3": self.sessions.clock_ns()}]
 
     def on_stop(self, msg: dict, now: float) -> list[dict]:
         if msg["session"] != self.session:

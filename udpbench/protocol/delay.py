@@ -46,15 +46,19 @@ def received_rates(report: dict, size: int, wire_bytes_per_datagram: int, sendin
     }
 
 
-def delay_fields(report: dict, same_clock: bool, estimate: clock.Estimate | None = None) -> dict:
+def delay_fields(report: dict, same_clock: bool, estimate: clock.Estimate | None = None,
+                 drift_ppm: float | None = None) -> dict:
     """``owd_*_us`` and ``sched_owd_*_us`` (min, p50, p90, p99, p999, max), ``owd_basis``,
-    ``clock_offset_us`` and ``clock_error_us``.
+    ``clock_offset_us``, ``clock_error_us``, ``clock_drift_ppm`` and ``owd_note``.
 
-    Raw delays are receiver clock minus sender clock. ``same-host``: they are the delays.
-    ``estimated``: less the offset. ``relative``: less the smallest actual-send delay, so
-    ``owd_min_us`` is 0 and the scheduled ones are shifted by the same amount.
+    Raw delays are receiver clock minus sender clock; ``estimate`` is that same difference
+    (receiver minus sender) as the clock samples found it. ``same-host``: the raw delays are
+    the delays. ``estimated``: less the offset. ``relative``: less the smallest actual-send
+    delay, so ``owd_min_us`` is 0 and the scheduled ones are shifted by the same amount;
+    ``owd_note`` says why, so that no one reads them as absolute.
     """
     basis = clock.basis(same_clock, estimate)
+    note = ""
     if basis == clock.SAME_HOST:
         shift, offset_us, error_us = 0.0, 0.0, 0.0
     elif basis == clock.ESTIMATED:
@@ -63,7 +67,14 @@ def delay_fields(report: dict, same_clock: bool, estimate: clock.Estimate | None
         shift = float(report.get("owd_min_ns", 0))
         offset_us = estimate.offset_ns / 1e3 if estimate else 0.0
         error_us = estimate.error_ns / 1e3 if estimate else -1.0  # -1: not estimated
-    fields = {"owd_basis": basis, "clock_offset_us": offset_us, "clock_error_us": error_us}
+        if estimate is None:
+            note = "clock offset not measured: delays are relative to the smallest"
+        else:
+            note = (f"clock offset uncertain by {error_us:,.0f} us (over "
+                    f"{clock.MAX_USEFUL_ERROR_NS / 1e3:,.0f} us): delays are relative to the smallest")
+    fields = {"owd_basis": basis, "clock_offset_us": offset_us, "clock_error_us": error_us,
+              "clock_drift_ppm": float(drift_ppm) if drift_ppm is not None and basis != clock.SAME_HOST else 0.0,
+              "owd_note": note}
     measured = bool(report.get("owd_samples"))
     for prefix, name in (("owd", "owd"), ("sched_owd", "sched_owd")):
         for part in ("min",) + PERCENTILES + ("max",):

@@ -24,6 +24,9 @@ ECHO_BUDGET_PPS = 10_000.0
 BUDGET_BURST_S = 0.1  # a budget saves up this long: enough for a probe burst, not a flood
 
 
+REVERSE_FORBIDDEN = "this server does not send datagrams to clients: reverse runs are forbidden there"
+
+
 @dataclass(frozen=True)
 class Limits:
     """What a server grants at most; every field is a server option of the same name."""
@@ -36,6 +39,8 @@ class Limits:
     """Bytes of receive buffer a session's socket may ask the kernel for."""
     session_grace: float = SESSION_GRACE_S
     """Seconds past the granted duration before a session is ended."""
+    allow_reverse: bool = True
+    """Whether the server sends a blast's datagrams to a client that asks (a reverse run)."""
 
 
 def _number(start: dict, key: str, what: str) -> float:

@@ -93,6 +93,7 @@ class Row:
     df: bool = False
     sendable: bool = True
     send_error: str = ""
+    direction: str = "forward"
     # Only some rows carry these; as_dict() leaves them out when unset.
     interrupted: bool = False
     intervals: list | None = None
@@ -168,7 +169,8 @@ def _fits(value, hint) -> bool:
             return True
         if kind is bool and isinstance(value, bool):
             return True
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        # within int64: what an .npz column holds (a bigger count is no measurement's)
+        if kind is int and isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:
             return True
         # a whole number is a float too; NaN is how an .npz column stores a missing float
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -178,7 +180,7 @@ def _fits(value, hint) -> bool:
     return False
 
 
-_WORDS = {int: "a whole number", float: "a number", str: "text", bool: "true or false",
+_WORDS = {int: "a whole number of at most 64 bits", float: "a number", str: "text", bool: "true or false",
           dict: "a record", list: "a list", type(None): "empty"}
 _TYPE_WORDS = {k: " or ".join(_WORDS[t] for t in _accepted(h)) for k, h in _TYPES.items()}
 
@@ -224,12 +226,16 @@ def _attribute(row: Row, socket_drops: int | None, sender_counters: dict) -> Non
 def build(*, host: str, address: str, port: int, v6: bool, size: int, engine: str,
           engine_requested: str = "", engine_note: str = "", duration: float,
           rate_bps: float | None, tx: dict, report: dict, sender_counters: dict | None = None,
-          path_mtu: int, sender_mtu: int | None = None, same_clock: bool = False) -> Row:
+          path_mtu: int, sender_mtu: int | None = None, same_clock: bool = False,
+          clock_estimate=None, clock_drift_ppm: float | None = None, direction: str = "forward") -> Row:
     """The row of one session, from the sender's counts ``tx`` and the server's ``report``.
 
     ``duration`` stands in for the sending interval when the sender measured none. The received
     rates are over the receiver's interval, and the one-way delay and loss-episode fields come
-    from ``protocol/delay.py`` (absolute delays only when ``same_clock``: one kernel's clock).
+    from ``protocol/delay.py`` (absolute delays when ``same_clock``, one kernel's clock, or
+    corrected by ``clock_estimate``: the receiver's clock minus the sender's, a ``clock.Estimate``).
+    ``direction``: "forward" (the client sent) or "reverse" (the server sent; ``report`` is then
+    the client's own receiver and ``tx`` the server's send loop).
     """
     sender_counters = sender_counters or {}
     received = report.get("received", 0)
@@ -261,7 +267,9 @@ def build(*, host: str, address: str, port: int, v6: bool, size: int, engine: st
     received_rates = delay.received_rates(report, size, wire_per_datagram, row.duration_s)
     row.rx_pps, row.goodput_bps, row.wire_bps = (received_rates.pop(k) for k in ("rx_pps", "goodput_bps", "wire_bps"))
     # Fields the latency work added; kept by name until they get typed fields of their own.
-    row.extra.update(received_rates, **delay.delay_fields(report, same_clock=same_clock),
+    row.direction = direction
+    row.extra.update(received_rates, **delay.delay_fields(report, same_clock=same_clock, estimate=clock_estimate,
+                                                          drift_ppm=clock_drift_ppm),
                      **delay.episode_fields(report))
     _attribute(row, socket_drops_datagrams(report), sender_counters)
     return row

@@ -47,6 +47,7 @@ class Kind(enum.IntEnum):
     ECHO_REPLY = 5
     DISCOVER = 6
     DISCOVER_REPLY = 7
+    NONCE = 8  # a reverse run: the client proves it receives at its address (docs/security.md)
 
 
 class Flag(enum.IntFlag):
@@ -57,6 +58,25 @@ class Flag(enum.IntFlag):
 
 SCHEDULED_BODY = struct.Struct("!Q")  # scheduled_ns
 SCHEDULED_MIN_SIZE = HEADER_SIZE + SCHEDULED_BODY.size  # 40
+
+
+NONCE_BYTES = 16
+
+
+def nonce_datagram(session: int, nonce: bytes) -> bytes:
+    """What a client sends the server's session socket before a reverse run: the STARTED nonce."""
+    return pack(Kind.NONCE, session, 0) + nonce
+
+
+def nonce_of(data: bytes, session: int) -> bytes | None:
+    """The nonce a NONCE datagram of ``session`` carries, or None for anything else."""
+    try:
+        header = parse(data)
+    except WireError:
+        return None
+    if header.kind != Kind.NONCE or header.session != session or len(data) != HEADER_SIZE + NONCE_BYTES:
+        return None
+    return bytes(data[HEADER_SIZE:])
 
 
 class Header(NamedTuple):

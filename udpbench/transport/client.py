@@ -16,11 +16,13 @@ from udpbench.engine import choice as engines
 from udpbench.linux import counters as kernel
 from udpbench.linux import host as this_host
 from udpbench.linux import sockopts
+from udpbench.protocol import report as report_rules
 from udpbench.protocol import row as row_of
 from udpbench.protocol import wire
 from udpbench.protocol.row import Row
 from udpbench.protocol.control import PeerClosed, PeerError, ProtocolError
 from udpbench.errors import MeasurementError, UserError, errno_name
+from udpbench.transport import clock_samples
 from udpbench.transport.channel import Channel
 from udpbench.transport.interval import IntervalReports
 from udpbench.protocol.control import DEFAULT_PORT
@@ -183,11 +185,15 @@ class Client:
 
     def close_echo(self, session: int) -> dict:
         """End an echo session; returns the server's REPORT (its echo counts)."""
-        return self._converse({"type": "STOP", "session": session}, "REPORT")
+        return self.checked(self._converse({"type": "STOP", "session": session}, "REPORT"), session)
 
     def status(self, session: int) -> dict:
         """The server's counts so far for a running blast session (an interim report)."""
-        return self._converse({"type": "STATUS", "session": session}, "STATUS")
+        return self.checked(self._converse({"type": "STATUS", "session": session}, "STATUS"), session)
+
+    def checked(self, counts: dict, session: int, sent: int | None = None) -> dict:
+        """The server's REPORT or STATUS, checked as the server checks a START (protocol/report.py)."""
+        return report_rules.checked(counts, session, sent, where=f"server {self.where}")
 
     def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
               rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False, *,
@@ -288,6 +294,7 @@ class Flow:
                      "client_port": self.sock.getsockname()[1]}
             if rcvbuf:
                 start["rcvbuf"] = rcvbuf
+            self.clock_before = clock_samples.take(client)
             self.started = client._converse(start, "STARTED")
             # The server may grant less than asked (its limits); send what it granted.
             self.asked_duration, self.asked_rate = duration, rate_bps or 0.0
@@ -352,10 +359,13 @@ class Flow:
             tx = self.tx or _nothing_sent(self.sock.fileno(), self.size, self.session)
             report = self.client._converse({"type": "STOP", "session": self.session, "sent": tx["sent"]},
                                            "REPORT")
+            offset = clock_samples.over_run(self.clock_before, clock_samples.take(self.client),
+                                            server_receives=True)
         finally:
             self.sock.close()
+        self.client.checked(report, self.session, tx["sent"])
         row = make_row(self.client, self.size, self.choice, self.duration, self.rate_bps, tx, report,
-                       self.sender_counters, self.mtu, self.sender_mtu)
+                       self.sender_counters, self.mtu, self.sender_mtu, offset)
         row.rcvbuf = self.started.get("rcvbuf", 0)
         row.duration_requested_s = float(self.asked_duration)
         row.duration_granted_s = float(self.duration)
@@ -402,14 +412,16 @@ def _nothing_sent(fd: int, size: int, session: int, err: int | None = None) -> d
 
 def make_row(client: Client, size: int, engine: "engines.Choice | str", duration: float,
              rate_bps: float | None, tx: dict, report: dict, sender_counters: dict, mtu: int,
-             sender_mtu: int | None = None) -> Row:
+             sender_mtu: int | None = None, offset: "clock_samples.Offset | None" = None) -> Row:
     """One session's row for ``client``'s server (``protocol/row.py`` does the arithmetic)."""
+    offset = offset or clock_samples.Offset(None, None)
     choice = engine if isinstance(engine, engines.Choice) else engines.Choice(engine, engine)
     return row_of.build(host=client.host, address=client.server_addr[0], port=client.port, v6=client.v6,
                         size=size, engine=choice.engine, engine_requested=choice.requested,
                         engine_note=choice.note, duration=duration, rate_bps=rate_bps, tx=tx,
                         report=report, sender_counters=sender_counters, path_mtu=mtu,
-                        sender_mtu=sender_mtu, same_clock=_same_clock(report))
+                        sender_mtu=sender_mtu, same_clock=_same_clock(report),
+                        clock_estimate=offset.estimate, clock_drift_ppm=offset.drift_ppm)
 
 
 def _same_clock(report: dict) -> bool:

@@ -45,6 +45,7 @@ class Server:
     receives, drawn from a generator seeded with ``seed``: to watch a client's backoff and
     loss accounting work. Path-MTU probes are never dropped: a lost probe reads as "too big".
     ``log`` takes one line of text (a callable, or a file to write it to); None logs nothing.
+    ``allow_reverse`` False refuses reverse runs: the server then never sends a blast's datagrams.
     ``max_unauthenticated_per_source`` bounds the connections one source address (IPv6: one
     /64) may hold before they complete HELLO and AUTH; default half of ``max_sessions``.
     """
@@ -52,7 +53,8 @@ class Server:
     def __init__(self, bind: str | None = None, port: int = DEFAULT_PORT, max_sessions: int = 16,
                  max_duration: float = MAX_DURATION_S, log=None, drop: float = 0.0, seed: int | None = None,
                  token: str | None = None, max_rate_bps: float = 0.0, session_grace: float | None = None,
-                 max_rcvbuf: int = MAX_RCVBUF, max_unauthenticated_per_source: int | None = None):
+                 max_rcvbuf: int = MAX_RCVBUF, max_unauthenticated_per_source: int | None = None,
+                 allow_reverse: bool = True):
         if not 0 <= port <= 65535:
             raise UserError(f"port {port} is outside 0-65535")
         if max_sessions < 1:
@@ -71,7 +73,8 @@ class Server:
         self.seed = seed if seed is not None else secrets.randbits(32)
         self.max_sessions = max_sessions
         self.limits = grant.Limits(max_duration=max_duration, max_rate_bps=max_rate_bps,
-                                   max_rcvbuf=max_rcvbuf, session_grace=session_grace)
+                                   max_rcvbuf=max_rcvbuf, session_grace=session_grace,
+                                   allow_reverse=allow_reverse)
         per_source = max_unauthenticated_per_source
         self.max_unauthenticated_per_source = max(1, max_sessions // 2) if per_source is None else per_source
         self.idle_timeout = conversation.IDLE_TIMEOUT_S

@@ -10,6 +10,7 @@ import time
 from udpbench.protocol import grant, wire
 from udpbench.protocol.control import ProtocolError
 from udpbench.transport.channel import Channel
+from udpbench.transport.reverse_sender import ReverseSender
 from udpbench.transport.session import EchoCounts, EchoSession, Measurement
 
 
@@ -20,7 +21,7 @@ class ConnectionSessions:
         self.server = server
         self.channel = channel
         self.family = family
-        self.measurement: Measurement | None = None
+        self.measurement: Measurement | ReverseSender | None = None
         self.echo: EchoSession | None = None
 
     def open_blast(self, start: dict, granted: dict) -> dict:
@@ -34,6 +35,18 @@ class ConnectionSessions:
         except OSError as exc:
             raise ProtocolError(f"the server cannot open a socket for the session: {exc.strerror or exc}") from None
         return {"rcvbuf": self.measurement.rcvbuf}
+
+    def open_reverse(self, start: dict, granted: dict) -> dict:
+        # The peer is the control connection's own address: a START cannot name another host.
+        local = (self.channel.sock.getsockname()[0], self.server.port)
+        try:
+            self.measurement = ReverseSender(start["session"], start["size"], granted, str(start.get("engine", "auto")),
+                                             self.family, local, (self.channel.peer[0], start["client_port"]))
+        except wire.WireError as exc:
+            raise ProtocolError(str(exc)) from None
+        except OSError as exc:
+            raise ProtocolError(f"the server cannot open a socket for the session: {exc.strerror or exc}") from None
+        return {"nonce": self.measurement.nonce.hex(), "path_mtu": self.measurement.path_mtu}
 
     def open_echo(self, start: dict, granted: dict) -> None:
         port = start.get("client_port")
@@ -65,6 +78,9 @@ class ConnectionSessions:
 
     def status(self, session: int) -> dict:
         return self.measurement.status()
+
+    def clock_ns(self) -> int:
+        return time.time_ns()
 
     def close(self) -> None:
         """End whatever is still live: the connection ended without STOP."""
