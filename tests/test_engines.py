@@ -212,16 +212,17 @@ def test_paced_rate_is_met_and_sends_are_spread(loopback_server, rate_bps, size,
 def test_a_paced_count_ends_where_its_last_slot_ends(socket_pair):
     """n datagrams at R per second take n / R seconds, not (n - 1) / R: the rate is R."""
     rx, tx = socket_pair
-    elapsed = []
-    for _ in range(3):  # a loaded machine may wake the loop late after its last slot; 99 ms is never right
+    overruns = []
+    for _ in range(3):  # a stall after the last send is invisible to the loop: up to 3 runs
         result, _ = receive_while(rx, lambda: _fast.send_datagrams(
             tx.fileno(), _fast.ENGINE_SEND, 64, SESSION, 0, 5.0, 1000.0, max_count=100))
         assert result["sent"] == 100
         assert result["elapsed_ns"] >= 100_000_000  # never 99 ms: the last slot is waited out
-        elapsed.append(result["elapsed_ns"])
-        if elapsed[-1] < 130_000_000:
+        # past 100 ms only by what the loop found it was late (a loaded machine), and 30 ms
+        overruns.append(result["elapsed_ns"] - 100_000_000 - result["late_max_ns"])
+        if overruns[-1] < 30_000_000:
             break
-    assert min(elapsed) < 130_000_000, elapsed
+    assert min(overruns) < 30_000_000, overruns
 
 
 def test_gap_histogram_percentiles_are_within_its_resolution():
