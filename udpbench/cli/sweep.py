@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from udpbench.cli import options
 from udpbench.cli.blast import add_measuring_arguments
 from udpbench.cli.common import print_notice
 from udpbench.errors import MeasurementError, UserError
-from udpbench.measure.sweep import DEFAULT_POINTS, MAX_POINTS, SweepInterrupted, results_path, sweep
+from udpbench.measure.sweep import DEFAULT_POINTS, MAX_POINTS, ResultsNotSaved, SweepInterrupted, results_path, sweep
 from udpbench.output import plot
 from udpbench.output import results
 from udpbench.output import trace as traces
@@ -116,6 +117,8 @@ def run(args) -> int:
         if args.plot and stop.saved and stop.rows:
             _plot_partial(stop.saved, args.plot)
         return 130
+    except ResultsNotSaved as failed:
+        return _rescue(failed, args)
     except MeasurementError:
         partial = results_path(output) if output is not None else None
         if args.plot and partial is not None and partial.exists():
@@ -146,3 +149,23 @@ def _plot_partial(path: Path, image: str) -> None:
             print(f"wrote {plot.plot_file(path, image)} from the {len(rows)} finished row(s)", file=sys.stderr)
     except (UserError, ValueError, OSError) as exc:
         print(f"udpbench: no plot of the unfinished sweep: {exc}", file=sys.stderr)
+
+
+def _rescue(failed: ResultsNotSaved, args) -> int:
+    """The result files could not be written mid-sweep: keep every measured row somewhere (the
+    system's temporary directory) and print them, so a long sweep is not lost to a full disk."""
+    rows = failed.rows
+    if not rows:
+        print(f"udpbench: {failed}", file=sys.stderr)
+        return 1
+    rescue = Path(tempfile.gettempdir()) / time.strftime("udpbench-unsaved-%Y%m%d-%H%M%S")
+    try:
+        where = str(results.save(rescue, failed.meta, rows)[0])
+    except OSError as exc:
+        where = f"the table on stdout only ({rescue}: {exc.strerror})"
+    if args.json:
+        print(json.dumps({"meta": failed.meta, "rows": [results.public(r) for r in rows]}, default=str))
+    else:
+        print_table(rows, title="udpbench sweep: rows measured before the result files failed")
+    print(f"udpbench: {failed}; all {len(rows)} measured row(s) are in {where}", file=sys.stderr)
+    return 1

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from udpbench._version import __version__
-from udpbench.errors import MeasurementError, UserError
+from udpbench.errors import MeasurementError, UserError, errno_name
 from udpbench.linux.sockopts import is_loopback
 from udpbench.measure.blast import check_common, default_rate, options_of, write_trace
 from udpbench.measure.embedded import connect
@@ -90,6 +90,16 @@ class Sweep:
         return f"Sweep({len(self.rows)} rows, path={str(self.path) if self.path else None})"
 
 
+class ResultsNotSaved(MeasurementError):
+    """The result files could not be written mid-sweep (a full or failing disk). The sweep stops;
+    ``rows`` holds every row measured, ``saved`` the .npz that still holds the first
+    ``saved_rows`` of them (None if none was written), so the caller can put the rest elsewhere."""
+
+    def __init__(self, message: str, meta: dict, rows: list, saved: Path | None, saved_rows: int):
+        super().__init__(message)
+        self.meta, self.rows, self.saved, self.saved_rows = meta, rows, saved, saved_rows
+
+
 class SweepInterrupted(KeyboardInterrupt):
     """Ctrl-C during a sweep: the finished rows (and the interrupted one, marked) are saved."""
 
@@ -144,6 +154,8 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
         check_trace_target(o)
     if not (isinstance(o.points, int) and 1 <= o.points <= MAX_POINTS):
         raise UserError(f"points {o.points!r} must be between 1 and {MAX_POINTS}")
+    if o.output is not None:
+        results.check_writable(o.output)  # before measuring, not after a long sweep
     sizes = None if o.sizes is None else sorted(set(o.sizes))
     for size in sizes or ():
         try:
@@ -159,9 +171,22 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
     result = Sweep(meta, [])
     rows = result.rows
 
+    saved_rows = 0
+
     def checkpoint():
-        if o.output is not None:
+        nonlocal saved_rows
+        if o.output is None:
+            return
+        try:
             result.path = results.save(o.output, meta, rows)[0]
+        except OSError as exc:
+            target = results.paths(o.output)[0]
+            kept = (f"{result.path} still holds the {saved_rows} row(s) saved before" if result.path
+                    else "nothing was saved")
+            why = f"{exc.strerror} ({errno_name(exc.errno)})" if exc.errno else str(exc)
+            raise ResultsNotSaved(f"cannot write {target}: {why}; {kept}", meta, list(rows), result.path,
+                                  saved_rows) from None
+        saved_rows = len(rows)
 
     # Control connections are not held idle: a server ends a silent one, and a long
     # sweep of one host would otherwise cost the next its connection. First each host's path
@@ -198,7 +223,10 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
         # Whenever Ctrl-C lands (mid-blast, waiting for a REPORT, mid-save), save again:
         # the write is atomic, so the file holds every finished row and loads.
         meta["interrupted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        checkpoint()
+        try:
+            checkpoint()
+        except ResultsNotSaved:
+            pass  # Ctrl-C wins; the file holds what the last good write put there
         raise SweepInterrupted(rows, result.path) from None
     if stop is not None and stop.is_set():
         result.stopped = True

@@ -169,7 +169,8 @@ def _fits(value, hint) -> bool:
             return True
         if kind is bool and isinstance(value, bool):
             return True
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        # within int64: what an .npz column holds (a bigger count is no measurement's)
+        if kind is int and isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:
             return True
         # a whole number is a float too; NaN is how an .npz column stores a missing float
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -179,7 +180,7 @@ def _fits(value, hint) -> bool:
     return False
 
 
-_WORDS = {int: "a whole number", float: "a number", str: "text", bool: "true or false",
+_WORDS = {int: "a whole number of at most 64 bits", float: "a number", str: "text", bool: "true or false",
           dict: "a record", list: "a list", type(None): "empty"}
 _TYPE_WORDS = {k: " or ".join(_WORDS[t] for t in _accepted(h)) for k, h in _TYPES.items()}
 
