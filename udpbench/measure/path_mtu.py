@@ -145,7 +145,8 @@ def path_mtu(host: str, options: PathMtuOptions | None = None, *, client: Client
                 s.connect((address, port))
             except OSError as exc:  # no route (ENETUNREACH): one line, as the other measurements say it
                 s.close()
-                raise ServerAbsent(f"cannot reach {format_hostport(address, port)}: {exc.strerror}") from None
+                where = format_hostport(address, port)
+                raise ServerAbsent(f"cannot reach {where}: {exc.strerror}", where, port) from None
             return s
 
         # Phase 0: what the kernel already believes about this path, before any probe.

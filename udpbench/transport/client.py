@@ -20,7 +20,7 @@ from udpbench.protocol import row as row_of
 from udpbench.protocol import wire
 from udpbench.protocol.row import Row
 from udpbench.protocol.control import PeerClosed, PeerError, ProtocolError
-from udpbench.errors import MeasurementError, UserError, errno_name
+from udpbench.errors import MeasurementError, ServerAbsent, TokenRequired, UserError, errno_name  # noqa: F401  (ServerAbsent: callers import it from here)
 from udpbench.transport import clock_samples
 from udpbench.transport.channel import Channel
 from udpbench.transport.interval import IntervalReports
@@ -66,15 +66,14 @@ class Client:
             sock.connect(self.server_addr)
         except ConnectionRefusedError:
             sock.close()
-            raise ServerAbsent(f"no udpbench server at {where}: start one there with "
-                               f"`python -m udpbench serve --port {self.port}`") from None
+            raise ServerAbsent(f"no udpbench server at {where}", where, self.port, "refused") from None
         except (socket.timeout, TimeoutError):
             sock.close()
-            raise ServerAbsent(f"no answer from {where} within {connect_timeout:g} s: is "
-                               f"`python -m udpbench serve --port {self.port}` running there?") from None
+            raise ServerAbsent(f"no answer from {where} within {connect_timeout:g} s", where, self.port,
+                               "timeout") from None
         except OSError as exc:
             sock.close()
-            raise ServerAbsent(f"cannot reach {where}: {exc.strerror}") from None
+            raise ServerAbsent(f"cannot reach {where}: {exc.strerror}", where, self.port) from None
         self.channel = Channel(sock, timeout=REPORT_TIMEOUT_S)
         self.local_addr = sock.getsockname()[0]
         self._local_scope = sock.getsockname()[2:]  # IPv6 flow info and zone: a link-local address needs its zone
@@ -118,7 +117,7 @@ class Client:
         if not self.token:
             with contextlib.suppress(OSError):
                 self.channel.send({"type": "BYE"})
-            raise UserError(f"{self.where}: {control.NEED_TOKEN}")
+            raise TokenRequired(self.where)
         server_nonce = self.hello.get("nonce")
         if not control.valid_nonce(server_nonce):
             raise MeasurementError(f"server {self.where} sent no usable nonce to authenticate against")
@@ -251,10 +250,6 @@ class Client:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class ServerAbsent(UserError):
-    """Nothing is listening where the user pointed udpbench."""
 
 
 class Flow:
