@@ -11,6 +11,21 @@ def print_notice(text: str) -> None:
     print(f"udpbench: {text}", file=sys.stderr, flush=True)
 
 
+def console(file=None):
+    """Where tables go (a rich Console): stdout, 200 columns wide when it is not a terminal."""
+    from rich.console import Console  # here, not above: every command's start imports this module
+
+    out = file or sys.stdout
+    return Console(file=out, width=None if out.isatty() else 200)
+
+
+def print_table(rows: list, title: str | None = None, file=None) -> None:
+    """The measurement table of ``rows`` (output/report.py), printed."""
+    from udpbench.output.report import table
+
+    console(file).print(table(rows, title))
+
+
 def user_words(exc: Exception) -> str:
     """A library error in the user's words: the library names values, the command line adds the
     flag or the command that fixes it (docs/architecture.md)."""
