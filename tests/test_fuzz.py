@@ -32,7 +32,8 @@ from udpbench.transport.channel import Channel
 from udpbench.cli.common import print_table
 from udpbench.output import results
 from udpbench.protocol import wire
-from udpbench.transport.client import Client, make_row
+from udpbench.transport.blast_row import make_row
+from udpbench.transport.client import Client
 from udpbench.errors import MeasurementError, UserError
 from udpbench.transport.server import Server
 
