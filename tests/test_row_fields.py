@@ -71,7 +71,7 @@ def test_a_row_from_an_older_file_loads_without_them_and_writes_none_of_them():
 @pytest.mark.parametrize("name, value, words", [
     ("owd_p50_us", "fast", "is not a number or empty"),
     ("owd_basis", 3, "is not text or empty"),
-    ("loss_burst_count", 2.5, "is not a whole number or empty"),
+    ("loss_burst_count", 2.5, "is not a whole number of at most 64 bits or empty"),
     ("loss_burst_histogram", [1, 2], "is not a record or empty"),
 ])
 def test_a_mistyped_latency_field_is_named(name, value, words):

@@ -12,7 +12,7 @@ from udpbench.output import trace as traces
 from udpbench.output import results
 from udpbench.output.report import blast_summary
 from udpbench.protocol.units import format_count, format_rate
-from udpbench.transport.interval import HEADER, format_interval
+from udpbench.transport.interval import HEADER, MAX_INTERVALS, MIN_INTERVAL_S, format_interval
 
 
 def add_measuring_arguments(p) -> None:
@@ -43,7 +43,8 @@ def add_parser(commands) -> None:
     p.add_argument("--duration", type=options.positive_seconds("--duration"), default=2.0, metavar="S",
                    help="seconds (default 2)")
     p.add_argument("-i", "--interval", type=options.positive_seconds("--interval"), default=None, metavar="S",
-                   help="also report every S seconds, like iperf3 -i (with --json: an 'intervals' list)")
+                   help=f"also report every S seconds (at least {MIN_INTERVAL_S:g}), like iperf3 -i "
+                        f"(with --json: an 'intervals' list)")
     add_direction_arguments(p, bidir=True)
     p.add_argument("--latency", action="store_true",
                    help="print the one-way delay percentiles (the row and --json always carry them)")
@@ -71,6 +72,11 @@ def run(args) -> int:
     on_interval = _print_interval if args.interval and not args.json else None
     if args.interval and args.streams > 1:
         raise UserError("--interval reports one stream; leave it out with --streams")
+    if args.interval is not None and args.interval < MIN_INTERVAL_S:
+        raise UserError(f"--interval {args.interval:g} is below the floor of {MIN_INTERVAL_S:g} s")
+    if args.interval and args.duration / args.interval > MAX_INTERVALS:
+        raise UserError(f"--duration {args.duration:g} with --interval {args.interval:g} makes more than "
+                        f"{MAX_INTERVALS} reports: raise --interval to at least {args.duration / MAX_INTERVALS:g}")
     if args.trace and not args.reverse:
         raise UserError("--trace needs -R: a trace is kept where datagrams arrive, and a forward run's "
                         "server does not return one")

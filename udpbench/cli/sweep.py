@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -11,9 +12,10 @@ from udpbench.cli import options
 from udpbench.cli.blast import add_measuring_arguments
 from udpbench.cli.common import print_notice, print_table
 from udpbench.errors import MeasurementError, UserError
-from udpbench.measure.sweep import DEFAULT_POINTS, MAX_POINTS, SweepInterrupted, results_path, sweep
+from udpbench.measure.sweep import DEFAULT_POINTS, MAX_POINTS, ResultsNotSaved, SweepInterrupted, results_path, sweep
 from udpbench.output import plot
 from udpbench.output import results
+from udpbench.output import trace as traces
 from udpbench.protocol import wire
 from udpbench.protocol.units import parse_sizes
 
@@ -35,6 +37,13 @@ def add_parser(commands) -> None:
     p.add_argument("--no-save", action="store_true", help="do not write result files")
     p.add_argument("-R", "--reverse", action="store_true",
                    help="each server sends and this side receives: the reverse path's curves (one stream)")
+    p.add_argument("--trace", metavar="DIR_OR_PREFIX", default=None,
+                   help="with -R: write each row's datagrams to a trace file of its own, "
+                        "DIR/HOST-SIZEB-reverse.npz (an existing directory, or a name ending in /) "
+                        "or PREFIX-HOST-SIZEB-reverse.npz")
+    p.add_argument("--trace-limit", type=options.whole_number_between("--trace-limit", 1, 100_000_000),
+                   default=traces.DEFAULT_LIMIT, metavar="N",
+                   help=f"datagrams each trace holds at most (default {traces.DEFAULT_LIMIT:,}); a file says when it was cut")
     p.add_argument("--bidir", action="store_true",
                    help="not available on sweep (refused): run blast --bidir per size instead")
     p.add_argument("--plot", metavar="PNG", default=None,
@@ -84,6 +93,9 @@ def run(args) -> int:
         raise UserError("sweep does not take --bidir: its rows are one direction each; sweep once, then with -R")
     if args.reverse and (args.streams > 1 or args.df):
         raise UserError("sweep -R runs one stream sent by the server: leave out --streams and --df")
+    if args.trace and not args.reverse:
+        raise UserError("--trace needs -R: a trace is kept where datagrams arrive, and a forward run's "
+                        "server does not return one")
     output = None if args.no_save else (args.output or default_output())
     if args.plot:
         plot.check_output(args.plot)  # refuse a bad image name before measuring, not after
@@ -94,6 +106,7 @@ def run(args) -> int:
             done = sweep(args.hosts, sizes=args.sizes, points=args.points, duration=args.duration,
                          rate=args.rate, engine=args.engine, streams=args.streams, df=args.df,
                          direction="reverse" if args.reverse else "forward",
+                         trace=args.trace, trace_limit=args.trace_limit,
                          port=args.port, family=args.family, token=options.token_of(args),
                          output=output, command=command, on_progress=bar.update, on_notice=print_notice)
     except SweepInterrupted as stop:
@@ -103,6 +116,8 @@ def run(args) -> int:
         if args.plot and stop.saved and stop.rows:
             _plot_partial(stop.saved, args.plot)
         return 130
+    except ResultsNotSaved as failed:
+        return _rescue(failed, args)
     except MeasurementError:
         partial = results_path(output) if output is not None else None
         if args.plot and partial is not None and partial.exists():
@@ -133,3 +148,23 @@ def _plot_partial(path: Path, image: str) -> None:
             print(f"wrote {plot.plot_file(path, image)} from the {len(rows)} finished row(s)", file=sys.stderr)
     except (UserError, ValueError, OSError) as exc:
         print(f"udpbench: no plot of the unfinished sweep: {exc}", file=sys.stderr)
+
+
+def _rescue(failed: ResultsNotSaved, args) -> int:
+    """The result files could not be written mid-sweep: keep every measured row somewhere (the
+    system's temporary directory) and print them, so a long sweep is not lost to a full disk."""
+    rows = failed.rows
+    if not rows:
+        print(f"udpbench: {failed}", file=sys.stderr)
+        return 1
+    rescue = Path(tempfile.gettempdir()) / time.strftime("udpbench-unsaved-%Y%m%d-%H%M%S")
+    try:
+        where = str(results.save(rescue, failed.meta, rows)[0])
+    except OSError as exc:
+        where = f"the table on stdout only ({rescue}: {exc.strerror})"
+    if args.json:
+        print(json.dumps({"meta": failed.meta, "rows": [results.public(r) for r in rows]}, default=str))
+    else:
+        print_table(rows, title="udpbench sweep: rows measured before the result files failed")
+    print(f"udpbench: {failed}; all {len(rows)} measured row(s) are in {where}", file=sys.stderr)
+    return 1

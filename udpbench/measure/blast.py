@@ -14,6 +14,7 @@ from udpbench.measure.stopping import stop_flag
 from udpbench.protocol import wire
 from udpbench.protocol.row import Row
 from udpbench.transport.client import DEFAULT_LAN_RATE_BPS
+from udpbench.transport.interval import MAX_INTERVALS, MIN_INTERVAL_S
 from udpbench.protocol.control import DEFAULT_PORT
 from udpbench.transport.reverse import blast_bidir as _blast_bidir
 from udpbench.transport.reverse import blast_reverse
@@ -42,7 +43,8 @@ class BlastOptions:
     df: bool = False
     """Set Don't Fragment: a payload above the path MTU is refused (row.sendable False), not fragmented."""
     interval: float | None = None
-    """Seconds between interim reports (one stream only); the row then holds ``intervals``."""
+    """Seconds between interim reports (one stream only; at least 0.1 s, at most 10,000 of them);
+    the row then holds ``intervals``."""
     port: int = DEFAULT_PORT
     """The server's port (TCP control and UDP data)."""
     family: int | None = None
@@ -120,6 +122,17 @@ def check_common(duration: float, rate: float | None, streams: int) -> None:
         raise UserError(f"streams {streams!r} is outside 1..{MAX_STREAMS}")
 
 
+def check_interval(interval: float | None, duration: float) -> None:
+    """Refuse interim reports so frequent, or so many, that they would be the measurement."""
+    if interval is None:
+        return
+    if not (isinstance(interval, (int, float)) and math.isfinite(interval) and interval >= MIN_INTERVAL_S):
+        raise UserError(f"interval {interval!r} s is below the {MIN_INTERVAL_S:g} s floor")
+    if duration / interval > MAX_INTERVALS:
+        raise UserError(f"{duration:g} s in intervals of {interval:g} s makes more than {MAX_INTERVALS} "
+                        f"interim reports: make the interval at least {duration / MAX_INTERVALS:g} s")
+
+
 def blast(host: str, options: BlastOptions | None = None, *, on_interval=None, on_notice=None,
           stop: threading.Event | None = None, **fields) -> Row:
     """Send datagrams of one size to ``host`` for a while and return the measured ``Row``.
@@ -135,6 +148,7 @@ def blast(host: str, options: BlastOptions | None = None, *, on_interval=None, o
     """
     o = options_of(options, fields)
     check_common(o.duration, o.rate, o.streams)
+    check_interval(o.interval, o.duration)
     check_direction(o)
     try:
         wire.check_size(o.size)

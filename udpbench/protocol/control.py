@@ -25,6 +25,7 @@ import os
 import struct
 
 from udpbench.errors import UserError
+from udpbench.files import open_regular
 from udpbench.protocol.auth import (  # noqa: F401  (re-exported: the names callers know)
     AUTH_FAILED, AUTH_METHOD, NEED_TOKEN, TOKEN_ENV, auth_mac, check_mac, new_nonce, valid_nonce,
 )
@@ -33,6 +34,7 @@ PROTOCOL_VERSION = 1
 DEFAULT_PORT = 1060  # TCP control and UDP data share it
 MAX_FRAME = 64 * 1024
 LENGTH = struct.Struct("!I")
+MAX_TOKEN_BYTES = 4096  # a token is a passphrase; a longer first line is not one
 
 
 class ProtocolError(Exception):
@@ -129,11 +131,17 @@ def resolve_token(token: str | None = None, token_file: str | None = None) -> st
     An empty string means no token.
     """
     if token is None and token_file:
+        with open_regular(token_file, "token file") as f:  # not /dev/zero, not a FIFO
+            try:
+                line = f.readline(MAX_TOKEN_BYTES + 1)
+            except OSError as exc:
+                raise UserError(f"cannot read token file {token_file}: {exc.strerror}") from None
+        if len(line) > MAX_TOKEN_BYTES and not line.endswith(b"\n"):
+            raise UserError(f"token file {token_file}: the first line is longer than {MAX_TOKEN_BYTES} bytes")
         try:
-            with open(token_file, encoding="utf-8") as f:
-                token = f.readline().strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"cannot read token file {token_file}: {getattr(exc, 'strerror', None) or exc}") from None
+            token = line.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise UserError(f"token file {token_file}: the first line is not UTF-8 text") from None
         if not token:
             raise UserError(f"token file {token_file} is empty")
     if token is None:

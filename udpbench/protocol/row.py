@@ -125,6 +125,7 @@ class Row:
     sched_owd_p99_us: float | None = None
     sched_owd_p999_us: float | None = None
     sched_owd_max_us: float | None = None
+    owd_mean_us: float | None = None  # the exact mean of the actual-send delays, on the same basis
     # Loss episodes (RFC 3357) as the receiver counted them.
     loss_burst_count: int | None = None
     loss_burst_mean: float | None = None
@@ -214,7 +215,8 @@ def _fits(value, hint) -> bool:
             return True
         if kind is bool and isinstance(value, bool):
             return True
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        # within int64: what an .npz column holds (a bigger count is no measurement's)
+        if kind is int and isinstance(value, int) and not isinstance(value, bool) and -2**63 <= value < 2**63:
             return True
         # a whole number is a float too; NaN is how an .npz column stores a missing float
         if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -224,7 +226,7 @@ def _fits(value, hint) -> bool:
     return False
 
 
-_WORDS = {int: "a whole number", float: "a number", str: "text", bool: "true or false",
+_WORDS = {int: "a whole number of at most 64 bits", float: "a number", str: "text", bool: "true or false",
           dict: "a record", list: "a list", type(None): "empty"}
 _TYPE_WORDS = {k: " or ".join(_WORDS[t] for t in _accepted(h)) for k, h in _TYPES.items()}
 
@@ -315,7 +317,10 @@ def build(*, host: str, address: str, port: int, v6: bool, size: int, engine: st
     measured = {**delay.delay_fields(report, same_clock=same_clock, estimate=clock_estimate, drift_ppm=clock_drift_ppm),
                 **delay.episode_fields(report)}
     for name, value in measured.items():
-        setattr(row, name, value)
+        if name in _TYPES:
+            setattr(row, name, value)
+        else:  # a field delay.py has and Row not yet: kept by name, as before it had a type
+            row.extra[name] = value
     _attribute(row, socket_drops_datagrams(report), sender_counters)
     return row
 

@@ -15,6 +15,7 @@ from udpbench.protocol import control
 from udpbench.engine import choice as engines
 from udpbench.linux import counters as kernel
 from udpbench.linux import sockopts
+from udpbench.protocol import report as report_rules
 from udpbench.protocol import wire
 from udpbench.protocol.row import Row
 from udpbench.protocol.control import PeerClosed, PeerError, ProtocolError
@@ -182,11 +183,15 @@ class Client:
 
     def close_echo(self, session: int) -> dict:
         """End an echo session; returns the server's REPORT (its echo counts)."""
-        return self._converse({"type": "STOP", "session": session}, "REPORT")
+        return self.checked(self._converse({"type": "STOP", "session": session}, "REPORT"), session)
 
     def status(self, session: int) -> dict:
         """The server's counts so far for a running blast session (an interim report)."""
-        return self._converse({"type": "STATUS", "session": session}, "STATUS")
+        return self.checked(self._converse({"type": "STATUS", "session": session}, "STATUS"), session)
+
+    def checked(self, counts: dict, session: int, sent: int | None = None) -> dict:
+        """The server's REPORT or STATUS, checked as the server checks a START (protocol/report.py)."""
+        return report_rules.checked(counts, session, sent, where=f"server {self.where}")
 
     def blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
               rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False, *,
@@ -352,6 +357,7 @@ class Flow:
                                             server_receives=True)
         finally:
             self.sock.close()
+        self.client.checked(report, self.session, tx["sent"])
         row = make_row(self.client, self.size, self.choice, self.duration, self.rate_bps, tx, report,
                        self.sender_counters, self.mtu, self.sender_mtu, offset)
         row.rcvbuf = self.started.get("rcvbuf", 0)

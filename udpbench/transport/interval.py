@@ -25,6 +25,11 @@ import time
 from udpbench.errors import MeasurementError
 from udpbench.protocol.units import format_count, format_rate
 
+# iperf3's floor for -i: below it the STATUS round trips and per-slice bookkeeping are the
+# measurement. The cap bounds the intervals list a row carries (a few hundred bytes each).
+MIN_INTERVAL_S = 0.1
+MAX_INTERVALS = 10_000
+
 # The first snapshot of a session: nothing received, no sequence number seen.
 _NOTHING = {"received": 0, "highest_seq": -1, "duplicates": 0, "reordered": 0, "socket_drops": 0}
 
@@ -37,8 +42,8 @@ class IntervalReports:
     """
 
     def __init__(self, client, session: int, size: int, interval: float, on_interval=None):
-        if not interval > 0:
-            raise ValueError("the interval must be positive")
+        if not interval >= MIN_INTERVAL_S:
+            raise ValueError(f"interval {interval!r} s is below the {MIN_INTERVAL_S:g} s floor")
         self.client = client
         self.session = session
         self.size = size
@@ -59,6 +64,8 @@ class IntervalReports:
         ``send_slice(first_seq, seconds)`` sends one slice and returns ``_fast.send_datagrams``'s
         dict; the caller binds the socket, engine, size, session and rate.
         """
+        if duration / self.interval > MAX_INTERVALS:
+            raise ValueError(f"{duration:g} s in intervals of {self.interval:g} s is more than {MAX_INTERVALS}")
         self._thread.start()
         t0 = time.monotonic()
         slices: list[dict] = []
