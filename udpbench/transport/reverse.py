@@ -193,10 +193,9 @@ class ReverseFlow:
         row.session = self.session
         row.interrupted = self.interrupted
         # The server's kernel fragments these datagrams: its IP_MTU toward the client.
-        row.extra["path_mtu_source"] = "server"
+        row.path_mtu_source = "server"
         if self.trace_arrays is not None:
-            row.extra["trace_length"] = self.receiver.trace_length
-            row.extra["trace_cut"] = self.receiver.trace_cut
+            row.trace_length, row.trace_cut = self.receiver.trace_length, self.receiver.trace_cut
         return row
 
 
