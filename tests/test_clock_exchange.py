@@ -9,7 +9,7 @@ from udpbench.protocol.conversation import ServerConversation, ServerState
 from udpbench.transport import clock_samples
 from udpbench.transport.client import Client
 from udpbench.transport.server_connection import ConnectionSessions
-from udpbench.transport.session import Measurement
+from udpbench.transport.session import ReceiverSession
 
 HELLO = {"type": "HELLO", "version": control.PROTOCOL_VERSION}
 AHEAD_NS = 5_000_000
@@ -57,14 +57,14 @@ def test_a_server_clock_5_ms_ahead_is_estimated_and_taken_out(loopback_server, m
 
     import time
     monkeypatch.setattr(ConnectionSessions, "clock_ns", lambda self: time.time_ns() + AHEAD_NS)
-    real_close = Measurement.close
+    real_close = ReceiverSession.close
 
     def elsewhere(self, drain_s=0.0):
         report = real_close(self, drain_s)
         report["clock_domain"] = "another-host"
         return report
 
-    monkeypatch.setattr(Measurement, "close", elsewhere)
+    monkeypatch.setattr(ReceiverSession, "close", elsewhere)
     with Client("127.0.0.1", loopback_server.port) as client:
         before = clock_samples.take(client)
         row = client.blast(500, 0.3, 5e6)

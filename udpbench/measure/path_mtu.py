@@ -21,7 +21,7 @@ from udpbench.protocol.plpmtud import EchoResult, EchoSearch
 from udpbench.protocol.pmtud import (MAX_PACKET, MAX_PROBES, IcmpResult, IcmpSearch,
                                      floor_mtu, smallest_probe)
 from udpbench.transport.client import Client, ServerAbsent, resolve
-from udpbench.transport.prober import EchoSession, Prober, drive
+from udpbench.transport.prober import ProbeSession, Prober, drive
 from udpbench.protocol.control import DEFAULT_PORT
 
 METHODS = ("icmp", "echo", "both")
@@ -170,7 +170,7 @@ def path_mtu(host: str, options: PathMtuOptions | None = None, *, client: Client
                 warnings.append(f"the route to {address} carries MTU {before} (configured, not learned); "
                                 "the probes ignore it")
 
-        session = stack.enter_context(contextlib.closing(EchoSession(client).open())) if client else None
+        session = stack.enter_context(contextlib.closing(ProbeSession(client).open())) if client else None
         found = PathMtu(host, address, port, 6 if v6 else 4, opts.method, interface=route.interface,
                         interface_mtu=route.interface_mtu, route_mtu_before=before, cached_mtu=cached,
                         min_mtu=floor, max_mtu=limit, server=client is not None, warnings=warnings)

@@ -219,9 +219,9 @@ class Client:
         return row
 
     def start_blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
-                    rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False) -> "Flow":
-        """Open a session on the server (START) and return its Flow, ready to send."""
-        return Flow(self, size, duration, rate_bps, engine, rcvbuf, path_mtu, df)
+                    rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False) -> "SenderSession":
+        """Open a session on the server (START) and return its SenderSession, ready to send."""
+        return SenderSession(self, size, duration, rate_bps, engine, rcvbuf, path_mtu, df)
 
     def _granted(self, started: dict, duration: float, rate_bps: float) -> tuple[float, float, list[str]]:
         """The duration and rate to use: the server's grant, never more than the user asked.
@@ -256,7 +256,7 @@ class Client:
         self.close()
 
 
-class Flow:
+class SenderSession:
     """One session's datagrams: START on creation, ``send()`` (GIL released, any thread), then
     ``finish()`` (STOP, REPORT) for the row. Parallel streams are several Flows, one per
     control connection."""

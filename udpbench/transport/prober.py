@@ -141,7 +141,7 @@ def drive(search, prober: Prober, keepalive=None, stop=None):
             search.on_error(e, now)
 
 
-class EchoSession:
+class ProbeSession:
     """An echo session on a udpbench server: while it is open, the server acknowledges this
     client's PROBE datagrams. Renewed (STOP, START) before the server's control timeout."""
 
@@ -150,7 +150,7 @@ class EchoSession:
         self.session = 0
         self.opened_at = 0.0
 
-    def open(self) -> "EchoSession":
+    def open(self) -> "ProbeSession":
         self.session = secrets.randbits(64)
         self.client.open_echo(self.session)
         self.opened_at = time.monotonic()

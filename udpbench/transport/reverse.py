@@ -39,7 +39,7 @@ def offers_reverse(client) -> bool:
     return isinstance(features, list) and FEATURE_REVERSE in features
 
 
-class ReverseFlow:
+class ReverseSession:
     """One reverse session: START, the nonce, then ``receive()`` and ``finish()`` for the row."""
 
     def __init__(self, client, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
@@ -207,7 +207,7 @@ def blast_reverse(client, size: int, duration: float, rate_bps: float | None, en
     if rate_bps and rate_bps * duration < 8 * size:
         raise UserError(f"rate {format_rate(rate_bps)} for {duration:g} s is less than one {size}-byte "
                         "datagram: raise the rate or the duration")
-    flow = ReverseFlow(client, size, duration, rate_bps, engine, rcvbuf, trace_arrays)
+    flow = ReverseSession(client, size, duration, rate_bps, engine, rcvbuf, trace_arrays)
     try:
         flow.receive(stop)
     finally:
@@ -224,7 +224,7 @@ def blast_bidir(client, size: int, duration: float, rate_bps: float | None, engi
     """
     other = client.sibling()
     try:
-        reverse = ReverseFlow(other, size, duration, rate_bps, engine, rcvbuf)
+        reverse = ReverseSession(other, size, duration, rate_bps, engine, rcvbuf)
         try:
             forward = client.start_blast(size, duration, rate_bps, engine, rcvbuf)
         except BaseException:
