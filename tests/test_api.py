@@ -18,12 +18,22 @@ def _free_port() -> int:
 
 
 def test_another_thread_stops_a_blast_promptly():
-    stop = threading.Event()
-    threading.Timer(0.3, stop.set).start()
-    t0 = time.monotonic()
-    row = udpbench.blast("127.0.0.1", port=_free_port(), size=500, duration=20.0, rate=20e6, stop=stop)
-    assert time.monotonic() - t0 < 5.0  # not the 20 s asked for
-    assert row.interrupted and row.duration_s < 2.0
+    """Another thread sets the stop once the blast is provably sending (its first interim report
+    is in), not after a fixed delay that a loaded machine may spend still connecting."""
+    stop, sending = threading.Event(), threading.Event()
+    stopped_at = []
+
+    def stopper():
+        if sending.wait(30):
+            stopped_at.append(time.monotonic())
+            stop.set()
+
+    threading.Thread(target=stopper, daemon=True).start()
+    row = udpbench.blast("127.0.0.1", port=_free_port(), size=500, duration=20.0, rate=20e6, interval=0.2,
+                         on_interval=lambda entry: sending.set(), stop=stop)
+    assert stopped_at, "the blast never reported an interval"
+    assert time.monotonic() - stopped_at[0] < 5.0  # not the 20 s asked for
+    assert row.interrupted and row.duration_s < 5.0
     assert row.received == row.sent > 0  # what was sent before the stop is still accounted
 
 

@@ -72,3 +72,19 @@ def test_an_offset_too_uncertain_gives_relative_delays_and_says_why():
 def test_same_host_rows_carry_no_offset_or_drift():
     f = delay.delay_fields(REPORT, same_clock=True, estimate=Estimate(7_000, 10_000, 0), drift_ppm=2.0)
     assert (f["clock_offset_us"], f["clock_error_us"], f["clock_drift_ppm"], f["owd_note"]) == (0, 0, 0, "")
+
+
+def test_the_mean_delay_is_the_arithmetic_mean_of_the_arrivals():
+    """Four datagrams cross in 100, 200, 300 and 1000 us: the mean is 400 us (not the p50's 250),
+    absolute on one clock and 300 us above the smallest when relative."""
+    from udpbench.engine import _fast
+    from udpbench.protocol import wire
+
+    receiver = _fast.Receiver(7)
+    for seq, transit_us in enumerate((100, 200, 300, 1000)):
+        tx_ns = 5_000_000_000 + seq * 1_000_000
+        receiver.feed(wire.datagram(wire.Kind.DATA, 7, seq, 100, tx_ns), tx_ns + transit_us * 1000)
+    report = receiver.counts()
+    assert delay.delay_fields(report, same_clock=True)["owd_mean_us"] == pytest.approx(400)
+    assert delay.delay_fields(report, same_clock=False)["owd_mean_us"] == pytest.approx(300)
+    assert delay.delay_fields({"received": 0}, same_clock=True)["owd_mean_us"] == 0.0

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from udpbench.cli import options
 from udpbench.cli.blast import add_measuring_arguments
-from udpbench.cli.common import print_notice
+from udpbench.cli.common import print_notice, print_table
 from udpbench.errors import MeasurementError, UserError
 from udpbench.measure.sweep import DEFAULT_POINTS, MAX_POINTS, ResultsNotSaved, SweepInterrupted, results_path, sweep
 from udpbench.output import plot
 from udpbench.output import results
-from udpbench.output.report import print_table
+from udpbench.output import trace as traces
 from udpbench.protocol import wire
 from udpbench.protocol.units import parse_sizes
 
@@ -37,6 +37,13 @@ def add_parser(commands) -> None:
     p.add_argument("--no-save", action="store_true", help="do not write result files")
     p.add_argument("-R", "--reverse", action="store_true",
                    help="each server sends and this side receives: the reverse path's curves (one stream)")
+    p.add_argument("--trace", metavar="DIR_OR_PREFIX", default=None,
+                   help="with -R: write each row's datagrams to a trace file of its own, "
+                        "DIR/HOST-SIZEB-reverse.npz (an existing directory, or a name ending in /) "
+                        "or PREFIX-HOST-SIZEB-reverse.npz")
+    p.add_argument("--trace-limit", type=options.whole_number_between("--trace-limit", 1, 100_000_000),
+                   default=traces.DEFAULT_LIMIT, metavar="N",
+                   help=f"datagrams each trace holds at most (default {traces.DEFAULT_LIMIT:,}); a file says when it was cut")
     p.add_argument("--bidir", action="store_true",
                    help="not available on sweep (refused): run blast --bidir per size instead")
     p.add_argument("--plot", metavar="PNG", default=None,
@@ -86,6 +93,9 @@ def run(args) -> int:
         raise UserError("sweep does not take --bidir: its rows are one direction each; sweep once, then with -R")
     if args.reverse and (args.streams > 1 or args.df):
         raise UserError("sweep -R runs one stream sent by the server: leave out --streams and --df")
+    if args.trace and not args.reverse:
+        raise UserError("--trace needs -R: a trace is kept where datagrams arrive, and a forward run's "
+                        "server does not return one")
     output = None if args.no_save else (args.output or default_output())
     if args.plot:
         plot.check_output(args.plot)  # refuse a bad image name before measuring, not after
@@ -96,6 +106,7 @@ def run(args) -> int:
             done = sweep(args.hosts, sizes=args.sizes, points=args.points, duration=args.duration,
                          rate=args.rate, engine=args.engine, streams=args.streams, df=args.df,
                          direction="reverse" if args.reverse else "forward",
+                         trace=args.trace, trace_limit=args.trace_limit,
                          port=args.port, family=args.family, token=options.token_of(args),
                          output=output, command=command, on_progress=bar.update, on_notice=print_notice)
     except SweepInterrupted as stop:

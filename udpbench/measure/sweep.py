@@ -1,6 +1,7 @@
 """``sweep``: the same plan of payload sizes against each host, one row per size, saved as it goes."""
 from __future__ import annotations
 
+import os
 import platform
 import socket
 import threading
@@ -11,10 +12,11 @@ from pathlib import Path
 from udpbench._version import __version__
 from udpbench.errors import MeasurementError, UserError, errno_name
 from udpbench.linux.sockopts import is_loopback
-from udpbench.measure.blast import check_common, default_rate, options_of
+from udpbench.measure.blast import check_common, default_rate, options_of, write_trace
 from udpbench.measure.embedded import connect
 from udpbench.measure.stopping import stop_flag
 from udpbench.output import results
+from udpbench.output import trace as traces
 from udpbench.protocol import frag
 from udpbench.protocol import wire
 from udpbench.protocol.row import Row
@@ -60,6 +62,11 @@ class SweepOptions:
     """The command line to record in the files' meta (without secrets)."""
     direction: str = "forward"
     """forward: this side sends; reverse: each server sends and this side receives (one stream)."""
+    trace: str | None = None
+    """Reverse only: a directory or file-name prefix; every row's datagrams go to a trace file
+    of their own, named by host, size and direction (``output.trace.per_row_path``)."""
+    trace_limit: int = traces.DEFAULT_LIMIT
+    """Datagrams each trace holds at most; a file says when it was cut."""
 
 
 class Sweep:
@@ -143,6 +150,8 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
         raise UserError(f"direction {o.direction!r} is neither forward nor reverse")
     if o.direction == "reverse" and (o.streams != 1 or o.df):
         raise UserError("a reverse sweep runs one stream, sent by the server, without df")
+    if o.trace is not None:
+        check_trace_target(o)
     if not (isinstance(o.points, int) and 1 <= o.points <= MAX_POINTS):
         raise UserError(f"points {o.points!r} must be between 1 and {MAX_POINTS}")
     if o.output is not None:
@@ -230,10 +239,25 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
     return result
 
 
+def check_trace_target(o: SweepOptions) -> None:
+    """Refuse a trace nobody could write before measuring, not after the first row."""
+    if o.direction != "reverse":
+        raise UserError("a trace is kept where datagrams arrive: ask for it with the reverse direction "
+                        "(a forward run's server does not return one)")
+    if not (isinstance(o.trace_limit, int) and 0 < o.trace_limit <= 100_000_000):
+        raise UserError(f"trace limit {o.trace_limit!r} is outside 1..100000000 datagrams")
+    directory = os.path.dirname(os.path.abspath(traces.per_row_path(str(o.trace), "host", 0, o.direction)))
+    if not os.path.isdir(directory):
+        raise UserError(f"cannot write traces {o.trace}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise UserError(f"cannot write traces {o.trace}: directory {directory} is not writable")
+
+
 def _measure(o: SweepOptions, result: Sweep, sizes: list[int], total: int, checkpoint,
              flag, stop, on_row, on_progress, on_notice) -> None:
     """The rows, host by host; returns early once ``stop`` is set."""
     rows = result.rows
+    arrays = traces.buffers(o.trace_limit) if o.trace is not None else None  # reused row after row
     for info in result.meta["hosts"]:
         with connect(info["host"], o.port, o.family, token=o.token, on_notice=on_notice) as client:
             info["port"] = client.port  # an embedded server gets a new port each time
@@ -245,7 +269,11 @@ def _measure(o: SweepOptions, result: Sweep, sizes: list[int], total: int, check
                     on_progress(len(rows), total, f"{client.host} {size} B")
                 try:
                     if o.direction == "reverse":
-                        row = blast_reverse(client, size, o.duration, host_rate, o.engine, stop=flag)
+                        row = blast_reverse(client, size, o.duration, host_rate, o.engine, stop=flag,
+                                            trace_arrays=arrays)
+                        if arrays is not None:
+                            write_trace(traces.per_row_path(str(o.trace), client.host, size, o.direction),
+                                        arrays, row)
                     else:
                         row = blast_streams(client, o.streams, size, o.duration, host_rate, o.engine,
                                             path_mtu=info["path_mtu"], df=o.df, stop=flag)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 
 import numpy as np
@@ -20,6 +21,17 @@ SCHEMA_VERSION = 1
 DEFAULT_LIMIT = 1_000_000
 FIELDS = (("seq", np.uint64), ("scheduled_ns", np.int64), ("tx_ns", np.int64), ("rx_ns", np.int64),
           ("duplicate", np.uint8))
+
+
+def per_row_path(target: str, host: str, size: int, direction: str) -> str:
+    """Where a sweep writes one row's trace. ``target`` is a directory (one that exists, or any
+    name ending in "/") that gets ``HOST-SIZEB-DIRECTION.npz`` files, or else a prefix that
+    gets "-HOST-SIZEB-DIRECTION.npz" appended. Characters a file name should not carry (an
+    IPv6 address's colons) become "_"."""
+    name = f"{re.sub(r'[^A-Za-z0-9._-]', '_', host)}-{size}B-{direction}.npz"
+    if target.endswith(os.sep) or os.path.isdir(target):
+        return os.path.join(target, name)
+    return f"{target}-{name}"
 
 
 def buffers(limit: int = DEFAULT_LIMIT) -> tuple[np.ndarray, ...]:

@@ -48,7 +48,7 @@ def received_rates(report: dict, size: int, wire_bytes_per_datagram: int, sendin
 
 def delay_fields(report: dict, same_clock: bool, estimate: clock.Estimate | None = None,
                  drift_ppm: float | None = None) -> dict:
-    """``owd_*_us`` and ``sched_owd_*_us`` (min, p50, p90, p99, p999, max), ``owd_basis``,
+    """``owd_*_us`` and ``sched_owd_*_us`` (min, p50, p90, p99, p999, max), ``owd_mean_us``, ``owd_basis``,
     ``clock_offset_us``, ``clock_error_us``, ``clock_drift_ppm`` and ``owd_note``.
 
     Raw delays are receiver clock minus sender clock; ``estimate`` is that same difference
@@ -80,6 +80,10 @@ def delay_fields(report: dict, same_clock: bool, estimate: clock.Estimate | None
         for part in ("min",) + PERCENTILES + ("max",):
             raw = report.get(f"{prefix}_{part}_ns", 0)
             fields[f"{name}_{part}_us"] = (raw - shift) / 1e3 if measured else 0.0
+    # The mean, as iperf2 --trip-times reports it, over the datagrams with a kernel receive
+    # timestamp (those the jitter counts); exact, not from the histogram.
+    timed = measured and report.get("transit_samples")
+    fields["owd_mean_us"] = (float(report.get("mean_transit_ns", 0.0)) - shift) / 1e3 if timed else 0.0
     return fields
 
 
