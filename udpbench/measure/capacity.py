@@ -215,7 +215,7 @@ def log_entry(host: str, trial: Trial, measured, search: CapacitySearch) -> dict
     """A trial as the meta's ``trial_log`` keeps it: enough to see why the search went where it did."""
     entry = {"host": host, "size": trial.size, "rate_bps": trial.offered_bps, "tx_bps": trial.tx_bps,
              "sent": trial.sent, "lost": trial.lost, "late_max_us": trial.late_max_us,
-             "queue_us": trial.queue_us, "passed": search.passes(trial), "disturbed": trial.disturbed,
+             "queue_us": trial.queue_us, "passed": search.passes(trial), "disturbed": search.spoiled_by_sender(trial),
              "loss_sender": trial.loss_sender, "loss_socket": trial.loss_socket,
              "loss_reassembly": trial.loss_reassembly, "loss_network": trial.loss_network}
     entry.update((name, _value(measured, name, 0)) for name in LOGGED)

@@ -240,9 +240,10 @@ class CapacitySearch:
             # the sender stalled and the queue ran dry), so the path carries at least this much.
             self.carried = max(self.carried, trial.carried_bps)
             if first:
-                # Try just that rate, then (while trials pass) steps of 1, 2, 4 ... resolutions
+                # Try about that rate, then (while trials pass) steps of 1, 2, 4 ... resolutions
                 # above it, before halving between the last pass and the first failure.
-                self.guess = self.first_guess = trial.carried_bps
+                # One resolution below it: at the carried rate itself a stall is not told from the path.
+                self.guess = self.first_guess = trial.carried_bps / (1 + self.resolution)
         if not passed and self.spoiled_by_sender(trial):
             self.spoiled += 1
             if self.repeats < self.retries:
