@@ -71,7 +71,7 @@ class StallingClient:
     def __init__(self):
         self.calls = []
 
-    def blast(self, size, duration, rate, engine, path_mtu, df):
+    def blast(self, size, duration, rate, engine, path_mtu, df, stop=None):
         self.calls.append(rate)
         tx = rate or 60e6
         sent = int(tx * duration / (8 * size))

@@ -9,7 +9,7 @@ from udpbench.protocol.conversation import ServerConversation, ServerState
 from udpbench.transport import clock_samples
 from udpbench.transport.client import Client
 from udpbench.transport.server_connection import ConnectionSessions
-from udpbench.transport.session import Measurement
+from udpbench.transport.session import ReceiverSession
 
 HELLO = {"type": "HELLO", "version": control.PROTOCOL_VERSION}
 AHEAD_NS = 5_000_000
@@ -52,25 +52,25 @@ def test_a_server_clock_5_ms_ahead_is_estimated_and_taken_out(loopback_server, m
     less 5 ms (the kernel's receive stamps were not shifted): the sign of the correction."""
     with Client("127.0.0.1", loopback_server.port) as client:
         same = client.blast(500, 0.3, 5e6)
-    assert same.extra["owd_basis"] == "same-host" and same.extra["clock_error_us"] == 0
-    assert 0 < same.extra["owd_p50_us"] < 1000
+    assert same.owd_basis == "same-host" and same.clock_error_us == 0
+    assert 0 < same.owd_p50_us < 1000
 
     import time
     monkeypatch.setattr(ConnectionSessions, "clock_ns", lambda self: time.time_ns() + AHEAD_NS)
-    real_close = Measurement.close
+    real_close = ReceiverSession.close
 
     def elsewhere(self, drain_s=0.0):
         report = real_close(self, drain_s)
         report["clock_domain"] = "another-host"
         return report
 
-    monkeypatch.setattr(Measurement, "close", elsewhere)
+    monkeypatch.setattr(ReceiverSession, "close", elsewhere)
     with Client("127.0.0.1", loopback_server.port) as client:
         before = clock_samples.take(client)
         row = client.blast(500, 0.3, 5e6)
     assert abs(before.offset_ns - AHEAD_NS) <= before.error_ns
     assert before.error_ns < clock.MAX_USEFUL_ERROR_NS
-    x = row.extra
+    x = row.as_dict()
     assert x["owd_basis"] == "estimated", x["owd_note"]
     assert abs(x["clock_offset_us"] - AHEAD_NS / 1e3) <= x["clock_error_us"]
     # True delay (0..1 ms) less the 5 ms the estimate believed the clocks apart.

@@ -245,7 +245,7 @@ def test_a_failing_stream_still_stops_every_other_stream(loopback_server, monkey
     from udpbench.transport import client as client_module
     from udpbench.errors import MeasurementError
 
-    real_finish = client_module.Flow.finish
+    real_finish = client_module.SenderSession.finish
     calls = []
 
     def finish(flow):
@@ -255,7 +255,7 @@ def test_a_failing_stream_still_stops_every_other_stream(loopback_server, monkey
             raise MeasurementError("the first stream's report was lost")
         return row
 
-    monkeypatch.setattr(client_module.Flow, "finish", finish)
+    monkeypatch.setattr(client_module.SenderSession, "finish", finish)
     with Client("127.0.0.1", loopback_server.port) as client:
         with pytest.raises(MeasurementError, match="first stream"):
             blast_streams(client, 3, 500, 0.2, 6e6, "mmsg")

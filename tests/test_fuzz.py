@@ -29,10 +29,11 @@ from udpbench.engine import _fast
 from udpbench import cli
 from udpbench.protocol import control, conversation
 from udpbench.transport.channel import Channel
-from udpbench.output import report
+from udpbench.cli.common import print_table
 from udpbench.output import results
 from udpbench.protocol import wire
-from udpbench.transport.client import Client, make_row
+from udpbench.transport.blast_row import make_row
+from udpbench.transport.client import Client
 from udpbench.errors import MeasurementError, UserError
 from udpbench.transport.server import Server
 
@@ -452,7 +453,7 @@ def test_mutated_result_files_load_or_are_refused_cleanly(valid_files, which, cu
         assert "\n" not in str(exc)
         return
     buffer = io.StringIO()  # whatever loads must also print
-    report.print_table(rows, title="x", file=buffer)
+    print_table(rows, title="x", file=buffer)
 
 
 # --- a bounded flood at a running server ---------------------------------------------------

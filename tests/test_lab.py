@@ -220,8 +220,9 @@ def test_down_leaves_nothing_and_is_idempotent(make_lab):
 
 @pytest.mark.lab
 def test_up_twice_is_a_clear_error(lab):
-    with pytest.raises(UserError, match=r"already up; run `udpbench lab down --prefix "):
+    with pytest.raises(UserError, match=r"already up") as caught:
         Lab(lab.prefix).up()
+    assert (caught.value.fix, caught.value.prefix) == ("down", lab.prefix)
     assert lab.status()["up"]  # and the running lab is untouched
 
 

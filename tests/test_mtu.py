@@ -361,7 +361,7 @@ def test_both_methods_find_a_socket_mtu_cap_on_ipv6_loopback():
     # IPV6_MTU caps one socket's MTU: the kernel refuses (EMSGSIZE) DF datagrams above it,
     # which both methods must read as "too big" and settle on exactly the cap.
     with Server("::1", 0) as server, Client("::1", server.port) as client:
-        session = prober_mod.EchoSession(client).open()
+        session = prober_mod.ProbeSession(client).open()
         try:
             found = {}
             for name in ("echo", "icmp"):
@@ -382,7 +382,7 @@ def test_echo_session_renewed_mid_search_keeps_answering(monkeypatch):
     # The server ends an echo session after 10 s of control silence; long searches renew it.
     monkeypatch.setattr(prober_mod, "SESSION_REFRESH_S", 0.0)  # renew before every round
     with Server("::1", 0) as server, Client("::1", server.port) as client:
-        session = prober_mod.EchoSession(client).open()
+        session = prober_mod.ProbeSession(client).open()
         try:
             with client.data_socket() as sock:
                 sock.setsockopt(socket.IPPROTO_IPV6, sockopts.IPV6_MTU, 1337)

@@ -26,7 +26,7 @@ def test_a_reverse_run_is_received_here_and_says_so(loopback_server):
     assert row.received == row.sent > 0 and row.lost == 0
     # 8 Mbit/s of 1000-byte payloads for 0.4 s is 400 datagrams, paced by the server
     assert 300 <= row.sent <= 401
-    assert row.extra["owd_basis"] == "same-host" and row.extra["path_mtu_source"] == "server"
+    assert row.owd_basis == "same-host" and row.path_mtu_source == "server"
     assert row.path_mtu > 16000  # the server's route MTU toward the client: loopback's, not a default 1500
 
 

@@ -115,7 +115,7 @@ def test_a_real_servers_crashed_receiver_is_reported_not_taken_for_loss(monkeypa
     def crash(self):
         self.failure = RuntimeError("receiver thread crashed")
 
-    monkeypatch.setattr(server_session.Measurement, "_receive", crash)
+    monkeypatch.setattr(server_session.ReceiverSession, "_receive", crash)
     monkeypatch.delenv(control.TOKEN_ENV, raising=False)
     with Server("127.0.0.1", 0) as server:
         with Client("127.0.0.1", server.port, token="") as client:

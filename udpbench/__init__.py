@@ -13,7 +13,9 @@ The measurements: ``blast`` (one size -> ``Row``), ``sweep`` (sizes around the p
 ``find_servers`` (-> ``FoundServer`` list), ``capacity`` (the highest loss-free rate at each
 size, RFC 2544 -> ``CapacityResult`` of ``CapacityRow``) and ``mesh`` (every path among a Dask
 cluster's workers -> ``MeshResult``; needs ``udpbench[mesh]``). ``Server`` serves them;
-``load_results`` reads a result file back.
+``load_results`` reads a result file back. Errors: ``UserError`` (exit 2 on the command line),
+``MeasurementError`` (exit 1), and the ``UserError``s ``ServerAbsent`` and ``TokenRequired``,
+which say where.
 
 For a loopback host with no server listening, a measurement starts an embedded one. Names are
 imported on first use, so ``import udpbench`` (and reading result files) needs no compiled core.
@@ -55,12 +57,15 @@ _LAZY = {
     "load_results": ("udpbench.output.results", "load_rows"),
     "UserError": ("udpbench.errors", "UserError"),
     "MeasurementError": ("udpbench.errors", "MeasurementError"),
+    "ServerAbsent": ("udpbench.errors", "ServerAbsent"),
+    "TokenRequired": ("udpbench.errors", "TokenRequired"),
 }
 
 __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str):
+    """An entry of the face, imported from its module the first time it is asked for."""
     try:
         module, attribute = _LAZY[name]
     except KeyError:
@@ -71,4 +76,5 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
+    """The face's entries, imported or not, so that ``help(udpbench)`` lists them all."""
     return sorted(set(globals()) | set(__all__))

@@ -112,17 +112,16 @@ def run(args) -> int:
 
 def latency_lines(row) -> list[str]:
     """The one-way delay percentiles, from the actual and from the scheduled send time."""
-    x = row.extra
-    basis = x.get("owd_basis", "relative")
+    basis = row.owd_basis or "relative"
     head = f"  delay     one-way, {basis}"
     if basis == "estimated":
-        head += f" (clock offset {x['clock_offset_us']:,.1f} +- {x['clock_error_us']:,.1f} us, " \
-                f"drift {x.get('clock_drift_ppm', 0.0):.2f} ppm)"
+        head += f" (clock offset {row.clock_offset_us:,.1f} +- {row.clock_error_us:,.1f} us, " \
+                f"drift {row.clock_drift_ppm or 0.0:.2f} ppm)"
     lines = [head]
-    if x.get("owd_note"):
-        lines.append(f"            {x['owd_note']}")
+    if row.owd_note:
+        lines.append(f"            {row.owd_note}")
     for prefix, label in (("owd", "sent"), ("sched_owd", "scheduled")):
-        parts = "  ".join(f"{p} {x.get(f'{prefix}_{p}_us', 0.0):,.1f}" for p in ("min", "p50", "p90", "p99", "p999", "max"))
+        parts = "  ".join(f"{p} {row.get(f'{prefix}_{p}_us', 0.0):,.1f}" for p in ("min", "p50", "p90", "p99", "p999", "max"))
         lines.append(f"  from {label:<9} {parts} us")
     return lines
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import socket
 import sys
 import time
 from pathlib import Path
@@ -16,12 +15,10 @@ from rich.table import Table
 from udpbench.engine.choice import CHOICES as ENGINE_CHOICES
 from udpbench.errors import UserError
 from udpbench.measure.capacity import DEFAULT_POINTS, CapacityInterrupted, CapacityOptions, capacity
-from udpbench.cli.options import redact
+from udpbench.cli import options
+from udpbench.cli.options import positive_seconds, redact, whole_number_between
 from udpbench.output import capacity_plot, plot
-from udpbench.protocol import control
-from udpbench.protocol.units import format_count, format_rate, parse_rate, parse_sizes, port_number, \
-    positive_seconds, whole_number_between
-from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.protocol.units import format_count, format_rate, parse_rate, parse_sizes
 
 
 def ratio(name: str, low_open: bool):
@@ -64,10 +61,8 @@ def add_parser(commands) -> None:
     p.add_argument("--no-reassembly-wait", action="store_true",
                    help="after a far receiver's reassembly memory overflowed, warn instead of waiting "
                         "ipfrag_time (30 s) for it to drain")
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
-    fam = p.add_mutually_exclusive_group()
-    fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
-    fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
+    options.add_port(p)
+    options.add_family(p)
     p.add_argument("--engine", choices=ENGINE_CHOICES, default="auto", help="send engine (default auto)")
     p.add_argument("--df", action="store_true",
                    help="set Don't Fragment: a size above the path MTU is reported not sendable")
@@ -76,7 +71,7 @@ def add_parser(commands) -> None:
     p.add_argument("--no-save", action="store_true", help="do not write result files")
     p.add_argument("--plot", metavar="PNG", default=None, help="also draw the found rates (.png, .svg or .pdf)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of a table")
-    control.add_token_arguments(p)
+    options.add_token(p)
     p.set_defaults(func=run)
 
 
@@ -85,14 +80,14 @@ def run(args) -> int:
         plot.check_output(args.plot)  # refuse a bad image name before measuring, not after
     output = None if args.no_save else (args.output or Path("results") / time.strftime("capacity-%Y%m%d-%H%M%S"))
     argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("udpbench", "__main__.py")) else None
-    options = CapacityOptions(sizes=args.sizes, points=args.points, loss=args.loss, resolution=args.resolution,
-                              trial_s=args.trial, confirm=args.confirm, max_rate_bps=args.max_rate or None,
-                              engine=args.engine, df=args.df, port=args.port, family=args.family,
-                              token=control.token_of(args), reassembly_wait=not args.no_reassembly_wait,
-                              output=output, command=shlex.join(["udpbench", *redact(argv)]) if argv else None)
+    search = CapacityOptions(sizes=args.sizes, points=args.points, loss=args.loss, resolution=args.resolution,
+                             trial_s=args.trial, confirm=args.confirm, max_rate_bps=args.max_rate or None,
+                             engine=args.engine, df=args.df, port=args.port, family=args.family,
+                             token=options.token_of(args), reassembly_wait=not args.no_reassembly_wait,
+                             output=output, command=shlex.join(["udpbench", *redact(argv)]) if argv else None)
     on_row = None if args.json or not sys.stderr.isatty() else _progress
     try:
-        result = capacity(args.hosts, options, on_row=on_row, on_notice=_notice)
+        result = capacity(args.hosts, search, on_row=on_row, on_notice=_notice)
     except CapacityInterrupted as stop:
         done = stop.result
         where = f"; {len(done.rows)} finished size(s) saved in {done.saved}" if done.saved else ""

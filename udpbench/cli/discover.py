@@ -10,8 +10,8 @@ import sys
 from udpbench.errors import MeasurementError
 from udpbench.measure.find_servers import search_servers
 from udpbench.protocol import discovery
-from udpbench.protocol.units import port_number, seconds_between
-from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.cli import options
+from udpbench.cli.options import seconds_between
 
 
 def add_parser(commands) -> None:
@@ -28,10 +28,8 @@ def add_parser(commands) -> None:
     p.add_argument("--interface", metavar="IFACE", default=None,
                    help="search on this interface only (with --broadcast: send out of it, which "
                         "255.255.255.255 needs where there is no default route)")
-    fam = p.add_mutually_exclusive_group()
-    fam.add_argument("-4", dest="family", action="store_const", const=4, help="IPv4 broadcast only")
-    fam.add_argument("-6", dest="family", action="store_const", const=6, help="IPv6 multicast only")
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+    options.add_family(p, by_number=True, v4_help="IPv4 broadcast only", v6_help="IPv6 multicast only")
+    options.add_port(p)
     p.add_argument("--timeout", type=seconds_between("--timeout", 0.01, 60), default=discovery.DEFAULT_TIMEOUT_S,
                    metavar="S", help=f"seconds to listen for answers (default {discovery.DEFAULT_TIMEOUT_S:g}; "
                                      f"{discovery.DEFAULT_SENDS} rounds are sent within it)")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from udpbench.cli import options
 from udpbench.errors import UserError
-from udpbench.protocol import control
 
 
 def add_parser(commands) -> None:
@@ -18,8 +18,7 @@ def add_parser(commands) -> None:
     p.add_argument("--allow", action="append", required=True, metavar="CIDR|HOST[,...]",
                    help="networks and host names that may be probed (required; repeat or separate with commas)")
     p.add_argument("--config", metavar="FILE", help="YAML file of modules and limits (default: built-in modules)")
-    p.add_argument("--token-file", metavar="FILE",
-                   help="the token for servers that require one (or set UDPBENCH_TOKEN); never in a URL")
+    options.add_token_file(p, help="the token for servers that require one (or set UDPBENCH_TOKEN); never in a URL")
     p.add_argument("-v", "--verbose", action="store_true", help="log every probe, not only failures")
     p.set_defaults(func=run)
 
@@ -46,7 +45,7 @@ def run(args) -> int:
     host, port = listen_address(args.listen)
     config = load(args.config)
     allow = AllowList(args.allow)
-    token = control.resolve_token(None, args.token_file)
+    token = options.token_of(args) or None
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="udpbench exporter: %(message)s")
     try:

@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from udpbench._version import __version__
+from udpbench.cli.common import user_words
 from udpbench.errors import MeasurementError, UserError
 
 
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(argv).parse_args(argv)
         return int(args.func(args) or 0)
     except (UserError, MeasurementError) as exc:
-        print(f"udpbench: {exc}", file=sys.stderr)
+        print(f"udpbench: {user_words(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("udpbench: interrupted", file=sys.stderr)

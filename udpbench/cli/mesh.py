@@ -10,10 +10,10 @@ from pathlib import Path
 from udpbench.cli.lab import parse_links
 from udpbench.errors import UserError
 from udpbench.output import matrix
-from udpbench.protocol import control
-from udpbench.protocol.units import parse_rate, parse_sizes, port_number, positive_seconds, whole_number_between
-
-DEFAULT_PORT = 1060
+from udpbench.cli import options
+from udpbench.cli.options import positive_seconds, whole_number_between
+from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.protocol.units import parse_rate, parse_sizes
 
 
 def add_parser(commands) -> None:
@@ -28,13 +28,12 @@ def add_parser(commands) -> None:
     p.add_argument("--link", action="append", default=[], metavar="HOST:SETTINGS",
                    help="with --lab: one host's link, e.g. h3:mtu=1400,loss=1%% (default: MTUs 1500, 1400, "
                         "1300, ... and 2%% loss into the last host)")
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"udpbench server port (default {DEFAULT_PORT})")
+    options.add_port(p, help=f"udpbench server port (default {DEFAULT_PORT})")
     p.add_argument("--sizes", type=parse_sizes, metavar="N,N,...",
                    help="payload sizes (default: the largest unfragmented payload of each pair)")
     p.add_argument("--duration", type=positive_seconds("--duration"), default=1.0, metavar="S",
                    help="seconds per size (default 1)")
-    p.add_argument("--rate", type=parse_rate, default=None, metavar="R",
-                   help="UDP payload bits/s (default 100M, sweep's safety default for other hosts)")
+    options.add_rate(p, help="UDP payload bits/s (default 100M, sweep's safety default for other hosts)")
     p.add_argument("--mtu-only", action="store_true", help="the path MTU matrix only: no blast")
     p.add_argument("--concurrency", type=whole_number_between("--concurrency", 1, 10_000), default=None,
                    metavar="K", help="most measurements at once (default: all a round allows; 1: one at a time)")
@@ -51,7 +50,7 @@ def add_parser(commands) -> None:
     p.add_argument("--plot", metavar="PNG", default=None, help="also draw the matrices as heatmaps")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of the matrices")
     p.add_argument("--progress", action="store_true", help="print a line as each pair finishes")
-    control.add_token_arguments(p)
+    options.add_token(p)
     p.set_defaults(func=run)
 
 
@@ -64,14 +63,14 @@ def run(args) -> int:
     from udpbench.measure import mesh
 
     mesh.require_distributed()
-    options = mesh.MeshOptions(port=args.port, token=control.token_of(args), sizes=args.sizes,
-                               duration=args.duration, rate=args.rate, mtu_only=args.mtu_only,
-                               concurrency=args.concurrency, timeout=args.timeout, max_rate_bps=args.max_rate,
-                               wait_workers=args.wait_workers, output=output,
-                               connect_timeout=args.connect_timeout)
+    mesh_options = mesh.MeshOptions(port=args.port, token=options.token_of(args), sizes=args.sizes,
+                                    duration=args.duration, rate=args.rate, mtu_only=args.mtu_only,
+                                    concurrency=args.concurrency, timeout=args.timeout, max_rate_bps=args.max_rate,
+                                    wait_workers=args.wait_workers, output=output,
+                                    connect_timeout=args.connect_timeout)
     on_pair = _print_pair if args.progress else None
     try:
-        result = mesh.mesh(args.scheduler, options, on_pair=on_pair,
+        result = mesh.mesh(args.scheduler, mesh_options, on_pair=on_pair,
                            on_notice=lambda text: print(f"udpbench: {text}", file=sys.stderr))
     except mesh.MeshInterrupted as stop:
         done = stop.result

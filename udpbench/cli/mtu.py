@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
 from udpbench.errors import UserError
 from udpbench.measure.path_mtu import METHODS, PathMtuOptions, path_mtu
-from udpbench.protocol import control
 from udpbench.protocol.pmtud import MAX_PACKET, MAX_PROBES
-from udpbench.protocol.units import port_number, seconds_between, whole_number_between
+from udpbench.cli import options
+from udpbench.cli.options import seconds_between, whole_number_between
 from udpbench.protocol.control import DEFAULT_PORT
 
 
@@ -23,12 +22,9 @@ def add_parser(commands) -> None:
     p.add_argument("host", metavar="HOST")
     p.add_argument("--method", choices=METHODS, default="both",
                    help="icmp, echo, or both and compare (default): both also detects PMTU black holes")
-    fam = p.add_mutually_exclusive_group()
-    fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
-    fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT,
-                   help=f"the udpbench server's port; with no server there, the ICMP method's target "
-                        f"port, which should be closed (default {DEFAULT_PORT})")
+    options.add_family(p)
+    options.add_port(p, help=f"the udpbench server's port; with no server there, the ICMP method's target "
+                             f"port, which should be closed (default {DEFAULT_PORT})")
     sizes = "bytes (IP packet sizes)"
     p.add_argument("--min", dest="min_mtu", type=whole_number_between("--min", 68, MAX_PACKET[6], sizes),
                    metavar="B", help="smallest MTU to consider (default 68 for IPv4, 1280 for IPv6)")
@@ -42,7 +38,7 @@ def add_parser(commands) -> None:
     p.add_argument("--granularity", type=whole_number_between("--granularity", 1, 1024, "bytes"), default=1,
                    metavar="B", help="stop the echo search when the bracket is this narrow (default 1: exact)")
     p.add_argument("--json", action="store_true", help="print JSON on stdout instead of text")
-    control.add_token_arguments(p)
+    options.add_token(p)
     p.set_defaults(func=run)
 
 
@@ -51,7 +47,7 @@ def run(args) -> int:
         raise UserError(f"--min {args.min_mtu} is above --max {args.max_mtu}")
     opts = PathMtuOptions(method=args.method, family=args.family, port=args.port, min_mtu=args.min_mtu,
                           max_mtu=args.max_mtu, timeout=args.timeout, max_probes=args.max_probes,
-                          granularity=args.granularity, token=control.token_of(args))
+                          granularity=args.granularity, token=options.token_of(args))
     result = path_mtu(args.host, opts).as_dict()
     print(json.dumps(result) if args.json else format_text(result))
     return 0 if result["path_mtu"] else 1

@@ -10,8 +10,8 @@ import socket
 
 from udpbench.errors import UserError
 from udpbench.protocol import control
-from udpbench.protocol.units import parse_rate
 from udpbench.protocol.control import DEFAULT_PORT
+from udpbench.protocol.units import parse_rate
 
 
 def positive_seconds(name: str, high: float = 86400.0):
@@ -58,34 +58,44 @@ def port_number(text: str) -> int:
     return whole_number_between("--port", 1, 65535)(text)
 
 
-def add_port(p) -> None:
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
+def add_port(p, help: str | None = None, lowest: int = 1) -> None:
+    """--port (``args.port``); ``lowest=0`` where 0 means "pick a free one" (serve)."""
+    p.add_argument("--port", type=port_number if lowest == 1 else whole_number_between("--port", lowest, 65535),
+                   default=DEFAULT_PORT, help=help or f"server port (default {DEFAULT_PORT})")
 
 
-def add_family(p) -> None:
-    """-4 / -6: one address family only (``args.family``: AF_INET, AF_INET6 or None)."""
+def add_family(p, by_number: bool = False, v4_help: str = "IPv4 only", v6_help: str = "IPv6 only") -> None:
+    """-4 / -6: one address family only (``args.family``: AF_INET, AF_INET6 or None; 4, 6 or None
+    ``by_number``)."""
+    v4, v6 = (4, 6) if by_number else (socket.AF_INET, socket.AF_INET6)
     fam = p.add_mutually_exclusive_group()
-    fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
-    fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
+    fam.add_argument("-4", dest="family", action="store_const", const=v4, help=v4_help)
+    fam.add_argument("-6", dest="family", action="store_const", const=v6, help=v6_help)
 
 
-def add_rate(p) -> None:
+def add_rate(p, help: str | None = None) -> None:
+    """--rate (``args.rate``: bits/s, 0 for max, None when not given)."""
     p.add_argument("--rate", type=parse_rate, default=None, metavar="R",
-                   help="UDP payload bits/s with k/M/G suffix, or 'max' (default: max for loopback; "
-                        "100M for any other host, a safety default)")
+                   help=help or "UDP payload bits/s with k/M/G suffix, or 'max' (default: max for loopback; "
+                                "100M for any other host, a safety default)")
 
 
-def add_token(p) -> None:
+def add_token(p, help: str | None = None) -> None:
     """--token and --token-file, for every command that connects to a server (read with token_of)."""
     p.add_argument("--token", default=None, metavar="SECRET",
-                   help=f"shared secret for a server that requires one (default: ${control.TOKEN_ENV}); "
-                        f"other local users can read a command line: prefer the variable or --token-file")
-    p.add_argument("--token-file", default=None, metavar="FILE", help="read the token from FILE's first line")
+                   help=help or f"shared secret for a server that requires one (default: ${control.TOKEN_ENV}); "
+                                f"other local users can read a command line: prefer the variable or --token-file")
+    add_token_file(p)
+
+
+def add_token_file(p, help: str = "read the token from FILE's first line") -> None:
+    """--token-file alone (the exporter, which keeps secrets off its command line)."""
+    p.add_argument("--token-file", default=None, metavar="FILE", help=help)
 
 
 def token_of(args) -> str:
     """The token the options or the environment give ("" for none)."""
-    return control.resolve_token(args.token, args.token_file) or ""
+    return control.resolve_token(getattr(args, "token", None), args.token_file) or ""
 
 
 def redact(argv: list[str]) -> list[str]:

@@ -3,18 +3,16 @@ happens, like ping, then the summary."""
 from __future__ import annotations
 
 import json
-import socket
 import sys
 
 from udpbench.errors import UserError
 from udpbench.linux.sockopts import format_hostport
 from udpbench.measure.ping import (DEFAULT_COUNT, DEFAULT_INTERVAL_S, DEFAULT_SIZE, MAX_COUNT, MIN_INTERVAL_S,
                                    PingOptions, ping)
-from udpbench.protocol import control
 from udpbench.protocol.rto import RTO_INITIAL_S, RTO_MAX_S, RTO_MIN_S
-from udpbench.protocol.units import port_number, seconds_between
+from udpbench.cli import options
+from udpbench.cli.options import seconds_between
 from udpbench.transport.pinger import Request
-from udpbench.protocol.control import DEFAULT_PORT
 from udpbench.protocol.grant import MAX_DURATION_S
 
 
@@ -36,10 +34,8 @@ def add_parser(commands) -> None:
     p.add_argument("-w", "--deadline", type=seconds_between("--deadline", 0.01, MAX_DURATION_S), default=None,
                    metavar="S", help="stop after this many seconds, whatever is left "
                                      "(default: count x interval + 5 x the RTO ceiling, at most 1 hour)")
-    p.add_argument("--port", type=port_number, default=DEFAULT_PORT, help=f"server port (default {DEFAULT_PORT})")
-    fam = p.add_mutually_exclusive_group()
-    fam.add_argument("-4", dest="family", action="store_const", const=socket.AF_INET, help="IPv4 only")
-    fam.add_argument("-6", dest="family", action="store_const", const=socket.AF_INET6, help="IPv6 only")
+    options.add_port(p)
+    options.add_family(p)
     p.add_argument("--rto-initial", type=seconds_between("--rto-initial", 0.001, 60.0), default=RTO_INITIAL_S,
                    metavar="S", help=f"timeout before the first RTT sample (default {RTO_INITIAL_S:g}, RFC 6298)")
     p.add_argument("--rto-min", type=seconds_between("--rto-min", 0.001, 60.0), default=RTO_MIN_S, metavar="S",
@@ -52,7 +48,7 @@ def add_parser(commands) -> None:
                         "instead of being fragmented, like ping -M do")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout, nothing else")
-    control.add_token_arguments(p)
+    options.add_token(p)
     p.set_defaults(func=run)
 
 
@@ -62,7 +58,7 @@ def run(args) -> int:
     printer = None if (args.quiet or args.json) else LinePrinter(args.host, args.size, args.count)
     opts = PingOptions(port=args.port, family=args.family, count=args.count, size=args.size,
                        interval=args.interval, deadline=args.deadline, rto_initial=args.rto_initial,
-                       rto_min=args.rto_min, rto_max=args.rto_max, df=args.df, token=control.token_of(args))
+                       rto_min=args.rto_min, rto_max=args.rto_max, df=args.df, token=options.token_of(args))
     result = ping(args.host, opts, on_event=printer,
                   on_notice=lambda text: print(f"udpbench: {text}", file=sys.stderr, flush=True)).as_dict()
     if args.json:

@@ -9,7 +9,9 @@ from udpbench.linux import interfaces, sockopts
 from udpbench.protocol import control, discovery
 from udpbench.protocol.control import DEFAULT_PORT
 from udpbench.protocol.grant import MAX_DURATION_S, MAX_RCVBUF, SESSION_GRACE_S
-from udpbench.protocol.units import format_rate, parse_rate, positive_seconds, whole_number_between
+from udpbench.cli import options
+from udpbench.cli.options import positive_seconds, whole_number_between
+from udpbench.protocol.units import format_rate, parse_rate
 from udpbench.transport.server import Server, check_drop
 
 
@@ -41,16 +43,13 @@ def add_parser(commands) -> None:
     p.add_argument("--bind", metavar="ADDR", default=None,
                    help="address to serve: 127.0.0.1 serves this machine only, an interface's address "
                         "serves that interface; default: all interfaces, IPv4 and IPv6")
-    p.add_argument("--port", type=whole_number_between("--port", 0, 65535), default=DEFAULT_PORT,
-                   help=f"port number (default {DEFAULT_PORT}; 0 picks a free one)")
+    options.add_port(p, lowest=0, help=f"port number (default {DEFAULT_PORT}; 0 picks a free one)")
     p.add_argument("--max-sessions", type=whole_number_between("--max-sessions", 1, 100000), default=16,
                    metavar="N", help="control connections served at once (default 16); one source address "
                                      "may hold at most half of them before it authenticates")
-    p.add_argument("--token", default=None, metavar="SECRET",
-                   help=f"require clients to prove this shared secret (HMAC-SHA256; it never crosses the "
-                        f"network); default: ${control.TOKEN_ENV}. Other local users can read a command "
-                        f"line: prefer the variable or --token-file")
-    p.add_argument("--token-file", default=None, metavar="FILE", help="read the token from FILE's first line")
+    options.add_token(p, help=f"require clients to prove this shared secret (HMAC-SHA256; it never crosses "
+                              f"the network); default: ${control.TOKEN_ENV}. Other local users can read a "
+                              f"command line: prefer the variable or --token-file")
     p.add_argument("--max-rate", type=parse_rate, default=0.0, metavar="R",
                    help="grant at most R payload bits/s per session (k/M/G suffix), and answer an echo "
                         "session's requests within R bits/s of replies; faster requests are clamped and "
@@ -123,7 +122,7 @@ def run(args) -> int:
     if args.token == "":
         raise UserError("--token is empty: an empty token would serve without authentication "
                         "(leave --token out to serve without one)")
-    token = control.resolve_token(args.token, args.token_file)
+    token = options.token_of(args) or None
     server = Server(args.bind, args.port, max_sessions=args.max_sessions, max_duration=args.max_duration,
                     log=None if args.quiet else sys.stderr, drop=args.drop, seed=args.seed, token=token,
                     max_rate_bps=args.max_rate, session_grace=args.session_grace, max_rcvbuf=args.max_rcvbuf,

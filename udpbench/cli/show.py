@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import json
-import sys
-
-from rich.console import Console
-
+from udpbench.cli.common import console as make_console
 from udpbench.output import results
 from udpbench.output.report import delay_table, table
 
@@ -25,7 +22,7 @@ def run(args) -> int:
         print(json.dumps({"meta": meta, "rows": rows}, default=str))
         return 0
     hosts = ", ".join(f"{h['host']} (MTU {h['path_mtu']})" for h in meta.get("hosts", []))
-    console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
+    console = make_console()
     console.print(table(rows, title=f"{args.file}: {hosts}" if hosts else str(args.file)))
     delays = delay_table(rows, title="one-way delay, \u00b5s: from the actual send time, and from the "
                                      "scheduled send time (sched)")

@@ -10,13 +10,12 @@ from pathlib import Path
 
 from udpbench.cli import options
 from udpbench.cli.blast import add_measuring_arguments
-from udpbench.cli.common import print_notice
+from udpbench.cli.common import print_notice, print_table
 from udpbench.errors import MeasurementError, UserError
 from udpbench.measure.sweep import DEFAULT_POINTS, MAX_POINTS, ResultsNotSaved, SweepInterrupted, results_path, sweep
 from udpbench.output import plot
 from udpbench.output import results
 from udpbench.output import trace as traces
-from udpbench.output.report import print_table
 from udpbench.protocol import wire
 from udpbench.protocol.units import parse_sizes
 

@@ -22,7 +22,7 @@ import subprocess
 import sys
 from typing import Any
 
-from udpbench.errors import UserError
+from udpbench.errors import LabState, UserError
 from udpbench.lab import status, topology
 from udpbench.lab.system import (NFT_ICMP_TABLE, cmd as _cmd, end_processes_in, loss_table,
                                  nft_block_icmp_body, nft_loss_body, stop_process, tool as _tool)
@@ -170,8 +170,7 @@ class Lab:
         _require_root()
         _tool("ip")
         if sorted(self.existing_namespaces()) != sorted(self.namespaces.values()):
-            flag = "" if self.prefix == DEFAULT_PREFIX else f" --prefix {self.prefix}"
-            raise UserError(f"no lab {self.prefix!r} is up; run `udpbench lab up{flag}`")
+            raise LabState(f"no lab {self.prefix!r} is up", self.prefix, "up", self.prefix == DEFAULT_PREFIX)
 
     # ---- building and tearing down -------------------------------------------------------
 
@@ -190,8 +189,8 @@ class Lab:
             _tool("nft")
         asked = self.hosts
         if self.is_up():
-            flag = "" if self.prefix == DEFAULT_PREFIX else f" --prefix {self.prefix}"
-            raise UserError(f"lab {self.prefix!r} is already up; run `udpbench lab down{flag}`")
+            raise LabState(f"lab {self.prefix!r} is already up", self.prefix, "down",
+                           self.prefix == DEFAULT_PREFIX)
         self.hosts = asked
         try:
             self._build()

@@ -179,14 +179,13 @@ def reverse_row(client, o, rate: float, flag) -> Row:
 
 
 def write_trace(path: str, arrays: tuple, row: Row) -> None:
-    length = int(row.extra.pop("trace_length", 0))
-    cut = int(row.extra.pop("trace_cut", 0))
+    length, cut = row.trace_length, row.trace_cut
     columns = traces.build(arrays, length, cut, 0, row.sent)
     try:
         traces.write(path, columns, limit=len(arrays[0]), cut=cut, sent=row.sent)
     except OSError as exc:
         raise UserError(f"cannot write trace {path}: {exc.strerror or exc}") from None
-    row.extra["trace"] = path
+    row.trace = str(path)
 
 
 def blast_bidir(host: str, options: BlastOptions | None = None, *, on_notice=None,

@@ -20,6 +20,7 @@ from udpbench.errors import UserError
 from udpbench.linux import fragment_memory
 from udpbench.linux.sockopts import is_loopback
 from udpbench.measure.embedded import connect
+from udpbench.measure.stopping import stop_flag
 from udpbench.output import capacity_file
 from udpbench.protocol import frag, wire
 from udpbench.protocol.capacity import (MIN_DATAGRAMS_PER_TRIAL, SENDER_DISTURBED, CapacityRow,
@@ -117,8 +118,8 @@ def capacity(hosts: list[str], options: CapacityOptions | None = None, *,
     """Search each host's capacity at each payload size; the rows, saved after every size.
 
     ``fields`` override ``options`` (``capacity(["127.0.0.1"], sizes=[512], loss=0.001)``).
-    ``stop``, set from another thread, ends the search after the running trial, keeping the
-    finished sizes. Ctrl-C raises CapacityInterrupted after saving them.
+    ``stop``, set from another thread, ends the running trial within a few tens of milliseconds
+    and the search with it, keeping the finished sizes. Ctrl-C raises CapacityInterrupted after saving them.
     """
     options = dataclasses.replace(options or CapacityOptions(), **fields).validated()
     notice = on_notice or (lambda _text: None)
@@ -190,9 +191,10 @@ def capacity(hosts: list[str], options: CapacityOptions | None = None, *,
     return result
 
 
-def run_trial(client, size: int, rate_bps: float, options: CapacityOptions, mtu: int):
-    """One trial at ``rate_bps`` (0: max) and its row: the one place a capacity search measures."""
-    return client.blast(size, options.trial_s, rate_bps, options.engine, path_mtu=mtu, df=options.df)
+def run_trial(client, size: int, rate_bps: float, options: CapacityOptions, mtu: int, flag=None):
+    """One trial at ``rate_bps`` (0: max) and its row: the one place a capacity search measures.
+    ``flag``: a ``_fast.StopFlag`` that ends the trial early (measure/stopping.py)."""
+    return client.blast(size, options.trial_s, rate_bps, options.engine, path_mtu=mtu, df=options.df, stop=flag)
 
 
 def trial_of(measured, asked: float, size: int) -> Trial:
@@ -254,9 +256,12 @@ class HostSearch:
                 return None
             asked = rate or (options.max_rate_bps or 0.0)
             began = time.monotonic()
-            measured = run_trial(self.client, size, asked, options, self.info["path_mtu"])
+            with stop_flag(self.stop) as flag:
+                measured = run_trial(self.client, size, asked, options, self.info["path_mtu"], flag)
             overheads.append(max(time.monotonic() - began - _value(measured, "duration_s"), 0.0))
             if _value(measured, "interrupted", False):
+                if self.stop.is_set():
+                    return None  # a trial cut short by the caller's stop decides nothing
                 raise KeyboardInterrupt
             if not search.trials:
                 row.engine = _value(measured, "engine", "")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import errno
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -220,11 +221,14 @@ def hosts_of(workers: dict[str, dict]) -> list[dict]:
 
 def mesh(scheduler: str, options: MeshOptions | None = None, *,
          on_pair: Callable[[dict], None] | None = None,
-         on_notice: Callable[[str], None] | None = None) -> MeshResult:
+         on_notice: Callable[[str], None] | None = None,
+         stop: threading.Event | None = None) -> MeshResult:
     """Measure every ordered pair of the cluster's workers. A pair that fails (its worker lost,
     a timeout, an error) is marked failed with the reason and the rest go on; the result is
     saved after every pair. Ctrl-C stops the servers started and raises MeshInterrupted, whose
-    ``result`` is what was measured (saved too)."""
+    ``result`` is what was measured (saved too). ``stop``, set from another thread, does the
+    same without the exception: the pairs under way are cancelled, and the result (``meta``
+    has ``stopped``) is returned."""
     opts = options or MeshOptions()
     client = connect(scheduler, opts.connect_timeout)
     try:
@@ -244,7 +248,7 @@ def mesh(scheduler: str, options: MeshOptions | None = None, *,
                 raise
             except Exception as exc:
                 raise MeasurementError(f"could not start the udpbench servers in the workers: {_reason(exc)}") from None
-            return _run(client, scheduler, hosts, started, opts, on_pair, on_notice)
+            return _run(client, scheduler, hosts, started, opts, on_pair, stop or threading.Event())
         finally:
             try:
                 if _accepts(client.run, "on_error"):
@@ -258,7 +262,7 @@ def mesh(scheduler: str, options: MeshOptions | None = None, *,
         client.close()
 
 
-def _run(client, scheduler, hosts, started, opts, on_pair, on_notice) -> MeshResult:
+def _run(client, scheduler, hosts, started, opts, on_pair, stop: threading.Event) -> MeshResult:
     by_name = {h["host"]: h for h in hosts}
     for h in hosts:
         h["server"] = started.get(h["worker"], {}).get("server")
@@ -294,6 +298,8 @@ def _run(client, scheduler, hosts, started, opts, on_pair, on_notice) -> MeshRes
 
     try:
         for number, pairs in enumerate(schedule):
+            if stop.is_set():
+                break
             _check_workers(client, hosts, lost)
             running = {}
             for src, dst in pairs:
@@ -309,7 +315,11 @@ def _run(client, scheduler, hosts, started, opts, on_pair, on_notice) -> MeshRes
                                        key=f"udpbench-mesh-{number}-{src}-{dst}-{time.monotonic_ns()}")
                 running[(src, dst)] = (future, record, time.monotonic() + opts.timeout)
             while running:
-                time.sleep(POLL_S)
+                if stop.wait(POLL_S):
+                    for future, _, _ in running.values():
+                        future.cancel()
+                    running = {}
+                    break
                 _check_workers(client, hosts, lost)
                 for (src, dst), (future, record, deadline) in list(running.items()):
                     gone = [lost[by_name[h]["worker"]] for h in (src, dst) if by_name[h]["worker"] in lost]
@@ -332,7 +342,7 @@ def _run(client, scheduler, hosts, started, opts, on_pair, on_notice) -> MeshRes
         meta["interrupted"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         checkpoint()
         raise MeshInterrupted(MeshResult(meta, rows, saved)) from None
-    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    meta["stopped" if stop.is_set() else "finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     checkpoint()
     return MeshResult(meta, rows, saved)
 

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ from udpbench.protocol.plpmtud import EchoResult, EchoSearch
 from udpbench.protocol.pmtud import (MAX_PACKET, MAX_PROBES, IcmpResult, IcmpSearch,
                                      floor_mtu, smallest_probe)
 from udpbench.transport.client import Client, ServerAbsent, resolve
-from udpbench.transport.prober import EchoSession, Prober, drive
+from udpbench.transport.prober import ProbeSession, Prober, drive
 from udpbench.protocol.control import DEFAULT_PORT
 
 METHODS = ("icmp", "echo", "both")
@@ -79,9 +80,11 @@ class PathMtu:
     warnings: list[str] = field(default_factory=list)
     icmp: IcmpResult | None = None
     echo: EchoResult | None = None
+    stopped: bool = False  # a caller's stop ended the search; only then in as_dict()
 
     def as_dict(self) -> dict:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("icmp", "echo")}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("icmp", "echo", "stopped") or (f.name == "stopped" and self.stopped)}
         out["warnings"] = list(self.warnings)
         for name in ("icmp", "echo"):
             method = getattr(self, name)
@@ -106,11 +109,13 @@ def limits(v6: bool, route: Route, opts: PathMtuOptions, fallback_mtu: int | Non
 
 
 def path_mtu(host: str, options: PathMtuOptions | None = None, *, client: Client | None = None,
-             **fields) -> PathMtu:
+             stop: threading.Event | None = None, **fields) -> PathMtu:
     """Find the path MTU to ``host``. Options as a PathMtuOptions or as its fields by keyword.
 
     With ``client`` (an open udpbench Client), probe through it; otherwise connect, starting an
-    embedded server for a loopback host when the echo method needs one.
+    embedded server for a loopback host when the echo method needs one. ``stop``, set from
+    another thread, ends the search within a twentieth of a second: the result then has
+    ``stopped`` true and no ``path_mtu``.
     """
     opts = dataclasses.replace(options or PathMtuOptions(), **fields)
     if opts.method not in METHODS:
@@ -145,7 +150,8 @@ def path_mtu(host: str, options: PathMtuOptions | None = None, *, client: Client
                 s.connect((address, port))
             except OSError as exc:  # no route (ENETUNREACH): one line, as the other measurements say it
                 s.close()
-                raise ServerAbsent(f"cannot reach {format_hostport(address, port)}: {exc.strerror}") from None
+                where = format_hostport(address, port)
+                raise ServerAbsent(f"cannot reach {where}: {exc.strerror}", where, port) from None
             return s
 
         # Phase 0: what the kernel already believes about this path, before any probe.
@@ -164,7 +170,7 @@ def path_mtu(host: str, options: PathMtuOptions | None = None, *, client: Client
                 warnings.append(f"the route to {address} carries MTU {before} (configured, not learned); "
                                 "the probes ignore it")
 
-        session = stack.enter_context(contextlib.closing(EchoSession(client).open())) if client else None
+        session = stack.enter_context(contextlib.closing(ProbeSession(client).open())) if client else None
         found = PathMtu(host, address, port, 6 if v6 else 4, opts.method, interface=route.interface,
                         interface_mtu=route.interface_mtu, route_mtu_before=before, cached_mtu=cached,
                         min_mtu=floor, max_mtu=limit, server=client is not None, warnings=warnings)
@@ -173,20 +179,20 @@ def path_mtu(host: str, options: PathMtuOptions | None = None, *, client: Client
                 prober = Prober(s, session.session if session else secrets.randbits(64))
                 search = IcmpSearch(time.monotonic(), limit, floor, address, v6, opts.max_probes, opts.timeout)
                 keep = (lambda: session.keepalive(prober)) if session else None
-                found.icmp = drive(search, prober, keep)
+                found.icmp = drive(search, prober, keep, stop)
                 found.icmp.kernel_mtu = sockopts.route_mtu(s)  # what the kernel learned meanwhile
             found.icmp_mtu = found.icmp.mtu
             found.probes += found.icmp.probes
             if found.icmp.mtu is None and found.icmp.detail:
                 warnings.append(f"icmp: {found.icmp.detail}")
-        if opts.method in ("echo", "both") and client is not None:
+        if opts.method in ("echo", "both") and client is not None and not (stop and stop.is_set()):
             icmp = found.icmp
             with target_socket() as s:
                 prober = Prober(s, session.session)
                 hints = (icmp.mtu, icmp.mtu + 1) if icmp and icmp.mtu and icmp.mtu < limit else ()
                 search = EchoSearch(time.monotonic(), limit, floor, v6, opts.max_probes, opts.granularity,
                                     hints, opts.timeout)
-                found.echo = echo = drive(search, prober, lambda: session.keepalive(prober))
+                found.echo = echo = drive(search, prober, lambda: session.keepalive(prober), stop)
             found.echo_mtu = echo.mtu
             found.probes += echo.probes
             if echo.mtu is None or echo.status != "confirmed":
@@ -194,7 +200,12 @@ def path_mtu(host: str, options: PathMtuOptions | None = None, *, client: Client
             if echo.inconsistent:
                 warnings.append("echo: a size failed every try yet a larger one passed: the path's MTU "
                                 "varies (ECMP over links of different MTUs?) or loss is heavy")
-    verdict = judge(found.warnings, found.icmp, found.echo, limit, v6)
+    found.stopped = bool(stop and stop.is_set())
+    if found.stopped:  # a search cut short proves nothing about the path
+        found.warnings.append("stopped before the search ended")
+        verdict = {"path_mtu": None, "black_hole": False, "max_payload": None}
+    else:
+        verdict = judge(found.warnings, found.icmp, found.echo, limit, v6)
     found.path_mtu, found.black_hole, found.max_payload = (verdict["path_mtu"], verdict["black_hole"],
                                                            verdict["max_payload"])
     found.elapsed_s = round(time.monotonic() - started, 4)

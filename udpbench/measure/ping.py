@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+import threading
 from dataclasses import dataclass, field
 
 from udpbench.errors import MeasurementError, UserError
@@ -120,13 +121,15 @@ def default_deadline(count: int, interval: float, rto_max: float = RTO_MAX_S) ->
 
 
 def ping(host: str, options: PingOptions | None = None, *, on_reply=None, on_event=None, on_notice=None,
-         **fields) -> PingResult:
+         stop: threading.Event | None = None, **fields) -> PingResult:
     """Open an echo session with the server at ``host`` (an embedded one for a loopback host where
     none listens) and ping it. Options as a PingOptions or as its fields by keyword.
 
     ``on_reply(request, try_number, rtt_s)`` hears each answer as it comes; ``on_event(kind,
     **fields)`` hears every event (start, reply, retransmit, lost, stale, duplicate);
-    ``on_notice(text)`` hears what the server changed (a clamped duration).
+    ``on_notice(text)`` hears what the server changed (a clamped duration). ``stop``, set from
+    another thread, ends the pings within a twentieth of a second, as Ctrl-C would: the result
+    has ``interrupted`` true and counts what was answered.
     """
     opts = dataclasses.replace(options or PingOptions(), **fields)
     check_count(opts.count)
@@ -167,7 +170,7 @@ def ping(host: str, options: PingOptions | None = None, *, on_reply=None, on_eve
                 sock.connect((client.server_addr[0], data_port, *client.server_addr[2:]))
             if opts.df:
                 sockopts.set_pmtu_mode(sock, sockopts.PMTUDISC_DO)
-            summary = Pinger(sock, session, opts.size, estimator, events).run(opts.count, opts.interval, deadline)
+            summary = Pinger(sock, session, opts.size, estimator, events, stop).run(opts.count, opts.interval, deadline)
         try:
             report = client.close_echo(session)
         except MeasurementError as exc:  # what was measured stands; say what is missing

@@ -1,9 +1,7 @@
-"""Printing rows for people: the sweep table, a blast summary, and `udpbench show`."""
+"""Rows for people: the sweep table and the delay table (rich renderables), and a blast summary
+(text). Nothing here prints; the command line does."""
 from __future__ import annotations
 
-import sys
-
-from rich.console import Console
 from rich.table import Table
 
 from udpbench.protocol.units import format_count, format_rate
@@ -110,11 +108,6 @@ def delay_table(rows: list[dict], title: str | None = None) -> Table | None:
         t.add_row(str(row.get("host", "")), str(row.get("size", "")), str(row.get("engine", "")),
                   delay_basis(row) if measured else "-", *cells)
     return t
-
-
-def print_table(rows: list[dict], title: str | None = None, file=None) -> None:
-    console = Console(file=file or sys.stdout, width=200 if not (file or sys.stdout).isatty() else None)
-    console.print(table(rows, title))
 
 
 def blast_summary(row: dict) -> str:

@@ -17,7 +17,7 @@ TOKEN_ENV = "UDPBENCH_TOKEN"
 NONCE_BYTES = 16
 MAX_NONCE_CHARS = 128
 
-NEED_TOKEN = "server requires a token: pass --token or set UDPBENCH_TOKEN"
+NEED_TOKEN = "server requires a token"
 AUTH_FAILED = "authentication failed"
 EMPTY_TOKEN = "an empty token would leave the server without authentication: give a token, or none"
 

@@ -126,7 +126,7 @@ def encode(msg: dict) -> bytes:
 # --- authentication ------------------------------------------------------------------------
 
 def resolve_token(token: str | None = None, token_file: str | None = None) -> str | None:
-    """The shared secret: ``--token``, else the first line of ``--token-file``, else $UDPBENCH_TOKEN.
+    """The shared secret: ``token``, else the first line of ``token_file``, else $UDPBENCH_TOKEN.
 
     An empty string means no token.
     """
@@ -147,16 +147,3 @@ def resolve_token(token: str | None = None, token_file: str | None = None) -> st
     if token is None:
         token = os.environ.get(TOKEN_ENV)
     return token or None
-
-
-def add_token_arguments(p) -> None:
-    """--token and --token-file, for every command that connects to a server (read with token_of)."""
-    p.add_argument("--token", default=None, metavar="SECRET",
-                   help=f"shared secret for a server that requires one (default: ${TOKEN_ENV}); "
-                        f"other local users can read a command line: prefer the variable or --token-file")
-    p.add_argument("--token-file", default=None, metavar="FILE", help="read the token from FILE's first line")
-
-
-def token_of(args) -> str:
-    """The token the options or the environment give ("" for none)."""
-    return resolve_token(args.token, args.token_file) or ""

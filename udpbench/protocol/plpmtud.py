@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from udpbench.errors import MeasurementError
-from udpbench.protocol.pmtud import (COMMON_MTUS, MAX_PROBES, MAX_ROUNDS, PROBES_PER_ROUND, SEARCH_LIMIT_S, Done,
+from udpbench.protocol.pmtud import (COMMON_MTUS, MAX_PROBES, MAX_ROUNDS, PROBES_PER_ROUND, SEARCH_LIMIT_S, STOPPED, Done,
                                      IcmpError, Send, Wait, Stepper, smallest_probe)
 
 
 @dataclass
 class EchoResult:
     mtu: int | None = None
-    status: str = "inconclusive"  # confirmed | silent | below-floor | unsettled
+    status: str = "inconclusive"  # confirmed | silent | below-floor | unsettled | stopped
     detail: str = ""
     too_big: int | None = None  # the smallest size that failed MAX_PROBES times (None: none)
     probes: int = 0
@@ -175,6 +175,13 @@ class EchoSearch(Stepper):
         self.hi = min((s for s, n in self.fails.items() if n >= self.max_probes and s > self.lo),
                       default=self.limit + 1)
         self.pairs, self.last_sent, self.round_open = [], None, False
+
+    def stop(self, now: float) -> None:
+        """End the search here, without an answer (a caller's stop): ``next_action`` is Done."""
+        result = self.result
+        result.status, result.detail, result.mtu = STOPPED, "stopped before the search ended", None
+        result.probes, result.companions, result.elapsed_s = self.sent, self.companions, now - self.started
+        self.done = Done(result)
 
     def _finish(self, now: float, status: str) -> None:
         result = self.result

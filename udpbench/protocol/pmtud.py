@@ -38,6 +38,9 @@ PLATEAUS = (65535, 32000, 17914, 8166, 4352, 2002, 1492, 1280, 1006, 508, 296, 6
 ORIGIN_LOCAL = 1  # SO_EE_ORIGIN_LOCAL (linux/errqueue.h): the kernel itself refused
 
 
+STOPPED = "stopped"  # a search's status when its caller ended it early
+
+
 def floor_mtu(v6: bool) -> int:
     """The smallest MTU a path may have: 1280 for IPv6 (RFC 8200), 68 for IPv4 (RFC 791)."""
     return frag.MIN_MTU_IPV6 if v6 else frag.MIN_MTU_IPV4
@@ -178,7 +181,7 @@ class Stepper:
 @dataclass
 class IcmpResult:
     mtu: int | None = None
-    status: str = "inconclusive"  # confirmed | no-answer | silent | unreachable | below-floor
+    status: str = "inconclusive"  # confirmed | no-answer | silent | unreachable | below-floor | stopped
     detail: str = ""
     hops: list = field(default_factory=list)  # [{"from": address, "mtu": reported}]
     stalled_at: int | None = None
@@ -259,6 +262,11 @@ class IcmpSearch(Stepper):
             self.current = None
             self._decide(*outcome, now)
         return self.done
+
+    def stop(self, now: float) -> None:
+        """End the search here, without an answer (a caller's stop): ``next_action`` is Done."""
+        self.result.mtu = None
+        self._finish(now, STOPPED, "stopped before the search ended")
 
     def _finish(self, now: float, status: str, detail: str = "") -> None:
         self.result.status, self.result.detail = status, detail

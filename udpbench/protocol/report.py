@@ -92,3 +92,27 @@ def checked(counts: dict, session: int, sent: int | None = None, where: str = "s
         raise MeasurementError(f"{where}: its receiver failed ({counts['receive_error'][:200]}); "
                                f"the counts would pass for loss, so the measurement is void")
     return counts
+
+
+def check_sender_counts(tx, where: str = "server") -> dict:
+    """The counts a reverse run's server reports of its own sending (REPORT ``tx``), checked before
+    a row is built from them: ``sent`` and ``elapsed_ns`` whole numbers of at least 0, ``errors`` a
+    record of errno -> count, every other field a finite number of at least 0 (or null)."""
+    if not isinstance(tx, dict):
+        raise MeasurementError(f"{where} sent a broken report: its sending counts are not a record")
+    problems = []
+    for key in ("sent", "elapsed_ns"):
+        if not (_whole(tx.get(key)) and tx[key] >= 0):
+            problems.append(f"'{key}' is not a whole number of at least 0")
+    errors = tx.get("errors", {})
+    if not (isinstance(errors, dict) and all(isinstance(k, str) and k.lstrip("-").isdigit() and _whole(v) and v >= 0
+                                             for k, v in errors.items())):
+        problems.append("'errors' is not a record of errno -> count")
+    for key, value in tx.items():
+        if key in ("sent", "elapsed_ns", "errors", "interrupt") or value is None:
+            continue
+        if not (_number(value) and value >= 0):
+            problems.append(f"'{key}' is not a finite number of at least 0")
+    if problems:
+        raise MeasurementError(f"{where} sent a broken report: sending counts field {problems[0]}")
+    return tx

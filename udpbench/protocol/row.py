@@ -6,7 +6,9 @@ here once: ``build`` uses it for one session, ``combine`` for parallel streams.
 
 The field names are the JSON and ``.npz`` names (the README's field table). Fields that only
 some rows carry (``interrupted``, ``intervals``, ``per_stream``) are left out of ``as_dict()``
-when unset, as they were left out of the dicts rows used to be.
+when unset, as they were left out of the dicts rows used to be; so are the receiver's-interval,
+one-way delay, clock and loss-episode fields while they are None: a row measured by an older
+udpbench, or one where nothing was measured (a size the kernel refused), does not have them.
 """
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ from udpbench.protocol import loss
 
 @dataclass
 class Row:
-    """One (host, payload size, engine) measurement. Rates are over ``duration_s``, the sender's
-    interval; loss is ``sent - received`` after the server drained stragglers."""
+    """One (host, payload size, engine, direction) measurement. The sender's rates are over
+    ``duration_s``, its own interval; the received ones (``rx_pps``, ``goodput_bps``,
+    ``wire_bps``) over ``rx_interval_s``, the receiver's first to last arrival. Loss is
+    ``sent - received`` after the server drained stragglers."""
 
     host: str = ""
     address: str = ""
@@ -98,9 +102,46 @@ class Row:
     interrupted: bool = False
     intervals: list | None = None
     per_stream: list | None = None
+    # Present once measured, in this order after the fields above (as_dict leaves them out while
+    # None). The receiver's interval, first to last arrival, that rx_pps and goodput_bps are over
+    # (protocol/delay.py); 0 when there was none and the sending interval stood in.
+    rx_interval_s: float | None = None
+    # One-way delay (README: owd_basis): how the delays relate to the true ones, the clock
+    # correction, then percentiles in microseconds from the actual and the scheduled send time.
+    owd_basis: str | None = None  # same-host, estimated or relative (protocol/clock.py)
+    clock_offset_us: float | None = None
+    clock_error_us: float | None = None  # -1: not estimated
+    clock_drift_ppm: float | None = None
+    owd_note: str | None = None  # why the delays are relative, "" when they are not
+    owd_min_us: float | None = None
+    owd_p50_us: float | None = None
+    owd_p90_us: float | None = None
+    owd_p99_us: float | None = None
+    owd_p999_us: float | None = None
+    owd_max_us: float | None = None
+    sched_owd_min_us: float | None = None
+    sched_owd_p50_us: float | None = None
+    sched_owd_p90_us: float | None = None
+    sched_owd_p99_us: float | None = None
+    sched_owd_p999_us: float | None = None
+    sched_owd_max_us: float | None = None
+    owd_mean_us: float | None = None  # the exact mean of the actual-send delays, on the same basis
+    # Loss episodes (RFC 3357) as the receiver counted them.
+    loss_burst_count: int | None = None
+    loss_burst_mean: float | None = None
+    loss_burst_max: int | None = None
+    loss_gap_mean: float | None = None
+    loss_conditional: float | None = None
+    loss_burst_histogram: dict | None = None
+    loss_gap_histogram: dict | None = None
+    path_mtu_source: str | None = None  # "server": a reverse run, fragmented by the server's kernel
+    trace: str | None = None  # the per-datagram trace file a reverse blast wrote
     # Not part of the result files: the session id and the interrupt that cut the row short.
     session: int | None = field(default=None, metadata={"private": True})
     interrupt: BaseException | None = field(default=None, metadata={"private": True}, repr=False)
+    # How much of the trace buffers a reverse run filled, until blast writes the trace file.
+    trace_length: int = field(default=0, metadata={"private": True}, repr=False)
+    trace_cut: int = field(default=0, metadata={"private": True}, repr=False)
     # Fields a newer udpbench wrote, kept as they came when a file is loaded.
     extra: dict = field(default_factory=dict, metadata={"private": True}, repr=False)
 
@@ -109,7 +150,7 @@ class Row:
         out = {}
         for f in PUBLIC_FIELDS:
             value = getattr(self, f.name)
-            if f.name in _OPTIONAL_KEYS and not value:
+            if (f.name in _OPTIONAL_KEYS and not value) or (f.name in _MEASURED_KEYS and value is None):
                 continue
             out[f.name] = value
         out.update(self.extra)
@@ -132,8 +173,10 @@ class Row:
 
     # Read access by name, for code written against the dict rows this type replaced.
     def __getitem__(self, key: str):
-        if key in _TYPES and (key not in _OPTIONAL_KEYS or getattr(self, key)):
-            return getattr(self, key)
+        if key in _TYPES:
+            value = getattr(self, key)
+            if not ((key in _OPTIONAL_KEYS and not value) or (key in _MEASURED_KEYS and value is None)):
+                return value
         if key in self.extra:
             return self.extra[key]
         raise KeyError(key)
@@ -154,6 +197,9 @@ class Row:
 
 PUBLIC_FIELDS = tuple(f for f in dataclasses.fields(Row) if not f.metadata.get("private"))
 _OPTIONAL_KEYS = {"interrupted", "intervals", "per_stream"}
+# Present once measured; None (and absent from as_dict) in an older file's row or an unmeasured one.
+_MEASURED_KEYS = {f.name for f in PUBLIC_FIELDS if f.default is None and f.name not in ("rate_ratio",)
+                  and f.name not in _OPTIONAL_KEYS}
 _HINTS = typing.get_type_hints(Row)
 _TYPES = {f.name: _HINTS[f.name] for f in PUBLIC_FIELDS}
 
@@ -266,11 +312,15 @@ def build(*, host: str, address: str, port: int, v6: bool, size: int, engine: st
     _, wire_per_datagram = _wire_bytes_per_datagram(size, row.sender_mtu, path_mtu, v6)
     received_rates = delay.received_rates(report, size, wire_per_datagram, row.duration_s)
     row.rx_pps, row.goodput_bps, row.wire_bps = (received_rates.pop(k) for k in ("rx_pps", "goodput_bps", "wire_bps"))
-    # Fields the latency work added; kept by name until they get typed fields of their own.
     row.direction = direction
-    row.extra.update(received_rates, **delay.delay_fields(report, same_clock=same_clock, estimate=clock_estimate,
-                                                          drift_ppm=clock_drift_ppm),
-                     **delay.episode_fields(report))
+    row.rx_interval_s = received_rates["rx_interval_s"]
+    measured = {**delay.delay_fields(report, same_clock=same_clock, estimate=clock_estimate, drift_ppm=clock_drift_ppm),
+                **delay.episode_fields(report)}
+    for name, value in measured.items():
+        if name in _TYPES:
+            setattr(row, name, value)
+        else:  # a field delay.py has and Row not yet: kept by name, as before it had a type
+            row.extra[name] = value
     _attribute(row, socket_drops_datagrams(report), sender_counters)
     return row
 
@@ -315,7 +365,8 @@ PER_STREAM = ("engine", "sent", "received", "lost", *loss.CAUSES, "duplicates",
 def combine(rows: list[Row], sender_counters: dict | None = None) -> Row:
     """The summed row of parallel streams; each stream's own numbers in ``per_stream``."""
     first = rows[0]
-    row = dataclasses.replace(first, session=None, interrupt=None, interrupted=False, extra=dict(first.extra))
+    row = dataclasses.replace(first, session=None, interrupt=None, interrupted=False, extra=dict(first.extra),
+                              trace_length=0, trace_cut=0)
     for key in SUMMED:
         setattr(row, key, sum(getattr(r, key) or 0 for r in rows))
     for key in WORST:

@@ -42,18 +42,6 @@ def parse_sizes(text: str) -> list[int]:
     return sorted(set(sizes))
 
 
-def positive_seconds(name: str, high: float = 86400.0):
-    """An argparse type: a number of seconds above 0 and at most ``high``, named in its errors."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"{name} {text!r} is not a number of seconds") from None
-        if not (math.isfinite(value) and 0 < value <= high):
-            raise UserError(f"{name} {text!r} must be more than 0 and at most {high:g} seconds")
-        return value
-    return parse
-
 
 def format_rate(bps: float) -> str:
     for unit, scale in (("Gbit/s", 1e9), ("Mbit/s", 1e6), ("kbit/s", 1e3)):
@@ -67,34 +55,3 @@ def format_count(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.3g}{unit}"
     return f"{n:.0f}"
-
-
-def seconds_between(name: str, low: float, high: float):
-    """An argparse type: a number of seconds in [low, high], or a one-line error naming ``name``."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"{name} {text!r} is not a number of seconds") from None
-        if not low <= value <= high:  # also refuses NaN
-            raise UserError(f"{name} {text!r} must be between {low:g} and {high:g} seconds")
-        return value
-    return parse
-
-
-def port_number(text: str) -> int:
-    """An argparse type for a server port: 1-65535, or a one-line error."""
-    return whole_number_between("--port", 1, 65535)(text)
-
-
-def whole_number_between(name: str, low: int, high: int, unit: str = ""):
-    """An argparse type: a whole number in [low, high], or a one-line error naming ``name``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise UserError(f"{name} {text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise UserError(f"{name} {value} is outside {low}..{high}{' ' + unit if unit else ''}")
-        return value
-    return parse

@@ -14,15 +14,14 @@ from udpbench.engine import _fast
 from udpbench.protocol import control
 from udpbench.engine import choice as engines
 from udpbench.linux import counters as kernel
-from udpbench.linux import host as this_host
 from udpbench.linux import sockopts
 from udpbench.protocol import report as report_rules
-from udpbench.protocol import row as row_of
 from udpbench.protocol import wire
 from udpbench.protocol.row import Row
 from udpbench.protocol.control import PeerClosed, PeerError, ProtocolError
-from udpbench.errors import MeasurementError, UserError, errno_name
+from udpbench.errors import MeasurementError, ServerAbsent, TokenRequired, UserError, errno_name
 from udpbench.transport import clock_samples
+from udpbench.transport.blast_row import make_row, nothing_sent
 from udpbench.transport.channel import Channel
 from udpbench.transport.interval import IntervalReports
 from udpbench.protocol.control import DEFAULT_PORT
@@ -67,15 +66,14 @@ class Client:
             sock.connect(self.server_addr)
         except ConnectionRefusedError:
             sock.close()
-            raise ServerAbsent(f"no udpbench server at {where}: start one there with "
-                               f"`python -m udpbench serve --port {self.port}`") from None
+            raise ServerAbsent(f"no udpbench server at {where}", where, self.port, "refused") from None
         except (socket.timeout, TimeoutError):
             sock.close()
-            raise ServerAbsent(f"no answer from {where} within {connect_timeout:g} s: is "
-                               f"`python -m udpbench serve --port {self.port}` running there?") from None
+            raise ServerAbsent(f"no answer from {where} within {connect_timeout:g} s", where, self.port,
+                               "timeout") from None
         except OSError as exc:
             sock.close()
-            raise ServerAbsent(f"cannot reach {where}: {exc.strerror}") from None
+            raise ServerAbsent(f"cannot reach {where}: {exc.strerror}", where, self.port) from None
         self.channel = Channel(sock, timeout=REPORT_TIMEOUT_S)
         self.local_addr = sock.getsockname()[0]
         self._local_scope = sock.getsockname()[2:]  # IPv6 flow info and zone: a link-local address needs its zone
@@ -119,7 +117,7 @@ class Client:
         if not self.token:
             with contextlib.suppress(OSError):
                 self.channel.send({"type": "BYE"})
-            raise UserError(f"{self.where}: {control.NEED_TOKEN}")
+            raise TokenRequired(self.where)
         server_nonce = self.hello.get("nonce")
         if not control.valid_nonce(server_nonce):
             raise MeasurementError(f"server {self.where} sent no usable nonce to authenticate against")
@@ -221,9 +219,9 @@ class Client:
         return row
 
     def start_blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
-                    rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False) -> "Flow":
-        """Open a session on the server (START) and return its Flow, ready to send."""
-        return Flow(self, size, duration, rate_bps, engine, rcvbuf, path_mtu, df)
+                    rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False) -> "SenderSession":
+        """Open a session on the server (START) and return its SenderSession, ready to send."""
+        return SenderSession(self, size, duration, rate_bps, engine, rcvbuf, path_mtu, df)
 
     def _granted(self, started: dict, duration: float, rate_bps: float) -> tuple[float, float, list[str]]:
         """The duration and rate to use: the server's grant, never more than the user asked.
@@ -258,11 +256,7 @@ class Client:
         self.close()
 
 
-class ServerAbsent(UserError):
-    """Nothing is listening where the user pointed udpbench."""
-
-
-class Flow:
+class SenderSession:
     """One session's datagrams: START on creation, ``send()`` (GIL released, any thread), then
     ``finish()`` (STOP, REPORT) for the row. Parallel streams are several Flows, one per
     control connection."""
@@ -319,7 +313,7 @@ class Flow:
         # rather than spinning through a whole duration of refused sends.
         first_error = _send_first(sock, session, size) if self.df else None
         if first_error == errno.EMSGSIZE:
-            tx = _nothing_sent(sock.fileno(), size, session, first_error)
+            tx = nothing_sent(sock.fileno(), size, session, first_error)
         else:
             first = 1 if first_error == 0 else 0
 
@@ -356,7 +350,7 @@ class Flow:
     def finish(self) -> Row:
         """STOP and REPORT; the row. Closes the data socket whatever happens."""
         try:
-            tx = self.tx or _nothing_sent(self.sock.fileno(), self.size, self.session)
+            tx = self.tx or nothing_sent(self.sock.fileno(), self.size, self.session)
             report = self.client._converse({"type": "STOP", "session": self.session, "sent": tx["sent"]},
                                            "REPORT")
             offset = clock_samples.over_run(self.clock_before, clock_samples.take(self.client),
@@ -395,39 +389,3 @@ def _send_first(sock: socket.socket, session: int, size: int) -> int:
     except OSError as exc:
         return exc.errno or errno.EIO
     return 0
-
-
-def _nothing_sent(fd: int, size: int, session: int, err: int | None = None) -> dict:
-    """The send loop's result for a flow that sent nothing (``err``: the kernel refused the one
-    datagram tried): the loop itself, stopped before it began, so every key is there."""
-    stop = _fast.StopFlag()
-    stop.set()
-    tx = _fast.send_datagrams(fd, _fast.ENGINE_SEND, size, session, 0, 1.0, 0.0, stop=stop,
-                              check_signals=False)
-    if err:
-        tx["errors"] = {err: 1}
-        tx["syscalls"] = 1
-    return tx
-
-
-def make_row(client: Client, size: int, engine: "engines.Choice | str", duration: float,
-             rate_bps: float | None, tx: dict, report: dict, sender_counters: dict, mtu: int,
-             sender_mtu: int | None = None, offset: "clock_samples.Offset | None" = None) -> Row:
-    """One session's row for ``client``'s server (``protocol/row.py`` does the arithmetic)."""
-    offset = offset or clock_samples.Offset(None, None)
-    choice = engine if isinstance(engine, engines.Choice) else engines.Choice(engine, engine)
-    return row_of.build(host=client.host, address=client.server_addr[0], port=client.port, v6=client.v6,
-                        size=size, engine=choice.engine, engine_requested=choice.requested,
-                        engine_note=choice.note, duration=duration, rate_bps=rate_bps, tx=tx,
-                        report=report, sender_counters=sender_counters, path_mtu=mtu,
-                        sender_mtu=sender_mtu, same_clock=_same_clock(report),
-                        clock_estimate=offset.estimate, clock_drift_ppm=offset.drift_ppm)
-
-
-def _same_clock(report: dict) -> bool:
-    """Both ends read one CLOCK_REALTIME: the server's kernel is this one (loopback, the lab)."""
-    theirs = report.get("clock_domain")
-    return bool(theirs) and theirs == this_host.clock_domain()
-
-
-socket_drops_datagrams = row_of.socket_drops_datagrams

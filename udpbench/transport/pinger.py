@@ -24,6 +24,7 @@ from udpbench.linux import sockopts
 from udpbench.protocol import wire
 from udpbench.protocol.rto import Answered, Backoff, GiveUp, RtoEstimator, Transmit
 
+STOP_POLL_S = 0.05  # with a stop event, waits are cut into slices this long to notice it
 DOWN_AFTER = 2  # this many requests in a row given up: the server looks down, stop asking
 LINGER_MAX_S = 1.0  # after the last request, wait at most this for replies still on the way
 SCM_TIMESTAMPNS = getattr(socket, "SCM_TIMESTAMPNS", 35)
@@ -73,6 +74,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
+class _Stopped(Exception):
+    """The caller's stop event was set: unwinds a run as Ctrl-C would."""
+
+
 class Pinger:
     """Stop-and-wait echo over a connected UDP socket: one request in flight at a time.
 
@@ -81,8 +86,10 @@ class Pinger:
     """
 
     def __init__(self, sock: socket.socket, session: int, size: int, estimator: RtoEstimator | None = None,
-                 on_event=None):
+                 on_event=None, stop=None):
+        """``stop`` (a threading.Event), once set, ends the run within STOP_POLL_S as Ctrl-C does."""
         self.sock = sock
+        self.stop = stop
         self.session = session
         self.size = size
         self.rto = estimator or RtoEstimator()
@@ -129,13 +136,17 @@ class Pinger:
         while True:
             if stop_when_answered is not None and stop_when_answered.outcome == "answered":
                 return
+            if self.stop is not None and self.stop.is_set():
+                raise _Stopped
             left = (until_ns - time.monotonic_ns()) / 1e9
             if left <= 0:
                 return
-            self.sock.settimeout(left)
+            self.sock.settimeout(left if self.stop is None else min(left, STOP_POLL_S))
             try:
                 data, ancdata, _flags, _addr = self.sock.recvmsg(65536, self._cmsg_space)
             except (socket.timeout, BlockingIOError):
+                if self.stop is not None and time.monotonic_ns() < until_ns:
+                    continue  # a slice ended, not the wait
                 return
             except InterruptedError:
                 continue
@@ -264,7 +275,7 @@ class Pinger:
             if any(not t.replied and t.sent for r in self.requests for t in r.tries):
                 linger = min(self.rto.rto, LINGER_MAX_S)
                 self._receive_until(min(time.monotonic_ns() + int(linger * 1e9), deadline_ns))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, _Stopped):
             self.interrupted = True
             if self.current is not None and self.current.outcome == "pending":
                 self.current.outcome, self.current.reason = "lost", "interrupted"

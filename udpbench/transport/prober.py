@@ -19,6 +19,7 @@ from udpbench.protocol import frag, pmtud, wire
 from udpbench.protocol.pmtud import Done, IcmpError, Send
 
 SESSION_REFRESH_S = 5.0  # the server ends an echo session after 10 s of control silence
+STOP_POLL_S = 0.05  # with a stop event, waits are cut into slices this long to notice it
 
 
 class Prober:
@@ -112,11 +113,14 @@ class Prober:
                 return acks, errors
 
 
-def drive(search, prober: Prober, keepalive=None):
+def drive(search, prober: Prober, keepalive=None, stop=None):
     """Run ``search`` (an IcmpSearch or EchoSearch) over ``prober`` to its result.
-    ``keepalive()`` is called before each burst of probes (an echo round, an ICMP try)."""
+    ``keepalive()`` is called before each burst of probes (an echo round, an ICMP try);
+    ``stop`` (a threading.Event), once set, ends the search within STOP_POLL_S, unanswered."""
     sending = False
     while True:
+        if stop is not None and stop.is_set() and search.done is None:
+            search.stop(time.monotonic())
         action = search.next_action(time.monotonic())
         if isinstance(action, Done):
             return action.result
@@ -129,7 +133,7 @@ def drive(search, prober: Prober, keepalive=None):
                 search.on_refused(action.probe_id, refused, time.monotonic())
             continue
         sending = False
-        acks, errors = prober.wait(action.until)
+        acks, errors = prober.wait(action.until if stop is None else min(action.until, time.monotonic() + STOP_POLL_S))
         now = time.monotonic()
         for probe_id in acks:
             search.on_ack(probe_id, now)
@@ -137,7 +141,7 @@ def drive(search, prober: Prober, keepalive=None):
             search.on_error(e, now)
 
 
-class EchoSession:
+class ProbeSession:
     """An echo session on a udpbench server: while it is open, the server acknowledges this
     client's PROBE datagrams. Renewed (STOP, START) before the server's control timeout."""
 
@@ -146,7 +150,7 @@ class EchoSession:
         self.session = 0
         self.opened_at = 0.0
 
-    def open(self) -> "EchoSession":
+    def open(self) -> "ProbeSession":
         self.session = secrets.randbits(64)
         self.client.open_echo(self.session)
         self.opened_at = time.monotonic()

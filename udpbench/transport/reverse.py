@@ -21,6 +21,7 @@ from udpbench.linux import host as this_host
 from udpbench.linux import sockopts
 from udpbench.linux.receive_socket import enable_receive_options, set_receive_buffer
 from udpbench.protocol import grant, wire
+from udpbench.protocol import report as report_rules
 from udpbench.protocol import row as row_of
 from udpbench.protocol.control import FEATURE_REVERSE
 from udpbench.protocol.row import Row
@@ -38,7 +39,7 @@ def offers_reverse(client) -> bool:
     return isinstance(features, list) and FEATURE_REVERSE in features
 
 
-class ReverseFlow:
+class ReverseSession:
     """One reverse session: START, the nonce, then ``receive()`` and ``finish()`` for the row."""
 
     def __init__(self, client, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
@@ -160,10 +161,17 @@ class ReverseFlow:
         local.update(socket_drops=drops, kernel=kernel.delta(self.counters_before, kernel.snapshot(self.client.v6)),
                      drain_s=round(getattr(self, "drain_s", 0.0), 4), rcvbuf=self.rcvbuf)
         tx = report.get("tx")
-        if not isinstance(tx, dict):
+        if tx is None:
             raise MeasurementError(f"server {self.client.where} sent nothing: the nonce did not reach it "
-                                   f"({self.proof_sent} sent)" + (f"; {report['send_error']}"
+                                   f"({self.proof_sent} sent)" + (f"; {str(report['send_error'])[:200]}"
                                                                   if report.get("send_error") else ""))
+        # As a forward run's REPORT is checked (protocol/report.py): a broken or hostile server's
+        # numbers end the measurement naming the field, never a TypeError or an impossible row.
+        self.client.checked(report, self.session)
+        report_rules.check_sender_counts(tx, where=f"server {self.client.where}")
+        if local["received"] > tx["sent"]:
+            raise MeasurementError(f"server {self.client.where} sent a broken report: it says it sent "
+                                   f"{tx['sent']} datagrams, and {local['received']} distinct ones arrived")
         tx["errors"] = {int(k): v for k, v in tx.get("errors", {}).items()}
         offset = clock_samples.over_run(self.clock_before, after, server_receives=False)
         path_mtu = int(report.get("path_mtu") or 1500)
@@ -185,10 +193,9 @@ class ReverseFlow:
         row.session = self.session
         row.interrupted = self.interrupted
         # The server's kernel fragments these datagrams: its IP_MTU toward the client.
-        row.extra["path_mtu_source"] = "server"
+        row.path_mtu_source = "server"
         if self.trace_arrays is not None:
-            row.extra["trace_length"] = self.receiver.trace_length
-            row.extra["trace_cut"] = self.receiver.trace_cut
+            row.trace_length, row.trace_cut = self.receiver.trace_length, self.receiver.trace_cut
         return row
 
 
@@ -200,7 +207,7 @@ def blast_reverse(client, size: int, duration: float, rate_bps: float | None, en
     if rate_bps and rate_bps * duration < 8 * size:
         raise UserError(f"rate {format_rate(rate_bps)} for {duration:g} s is less than one {size}-byte "
                         "datagram: raise the rate or the duration")
-    flow = ReverseFlow(client, size, duration, rate_bps, engine, rcvbuf, trace_arrays)
+    flow = ReverseSession(client, size, duration, rate_bps, engine, rcvbuf, trace_arrays)
     try:
         flow.receive(stop)
     finally:
@@ -217,7 +224,7 @@ def blast_bidir(client, size: int, duration: float, rate_bps: float | None, engi
     """
     other = client.sibling()
     try:
-        reverse = ReverseFlow(other, size, duration, rate_bps, engine, rcvbuf)
+        reverse = ReverseSession(other, size, duration, rate_bps, engine, rcvbuf)
         try:
             forward = client.start_blast(size, duration, rate_bps, engine, rcvbuf)
         except BaseException:

@@ -11,7 +11,7 @@ from udpbench.protocol import grant, wire
 from udpbench.protocol.control import ProtocolError
 from udpbench.transport.channel import Channel
 from udpbench.transport.reverse_sender import ReverseSender
-from udpbench.transport.session import EchoCounts, EchoSession, Measurement
+from udpbench.transport.session import EchoCounts, EchoSession, ReceiverSession
 
 
 class ConnectionSessions:
@@ -21,14 +21,14 @@ class ConnectionSessions:
         self.server = server
         self.channel = channel
         self.family = family
-        self.measurement: Measurement | ReverseSender | None = None
+        self.measurement: ReceiverSession | ReverseSender | None = None
         self.echo: EchoSession | None = None
 
     def open_blast(self, start: dict, granted: dict) -> dict:
         rcvbuf = grant.receive_buffer(start.get("rcvbuf"), self.server.limits)
         local = (self.channel.sock.getsockname()[0], self.server.port)
         try:
-            self.measurement = Measurement(start["session"], start["size"], granted["duration_s"], self.family,
+            self.measurement = ReceiverSession(start["session"], start["size"], granted["duration_s"], self.family,
                                            local, (self.channel.peer[0], start["client_port"]), rcvbuf)
         except wire.WireError as exc:
             raise ProtocolError(str(exc)) from None

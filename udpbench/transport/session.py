@@ -20,7 +20,7 @@ from udpbench.protocol import wire
 from udpbench.protocol.grant import ReplyBudget
 
 
-class Measurement:
+class ReceiverSession:
     """One blast session on the server: its connected UDP socket and its receiver thread."""
 
     def __init__(self, session: int, size: int, duration_s: float, family: int, local: tuple, peer: tuple,
