@@ -63,7 +63,7 @@ def test_a_server_that_forbids_reverse_says_so_in_one_line(capsys):
 @pytest.mark.parametrize("argv, words", [
     (["--bidir", "--streams", "2"], "--bidir does not take --streams"),
     (["-R", "--df"], "-R does not take --df"),
-    (["--trace", "t.npz"], "--trace needs -R"),
+    (["--trace", "t.npz", "--streams", "2"], "--trace covers one stream"),
     (["-R", "--trace", "/nonexistent-dir/t.npz"], "does not exist"),
 ])
 def test_bad_combinations_are_one_line_exit_2(loopback_server, capsys, argv, words):

@@ -49,8 +49,8 @@ def add_parser(commands) -> None:
     p.add_argument("--latency", action="store_true",
                    help="print the one-way delay percentiles (the row and --json always carry them)")
     p.add_argument("--trace", metavar="FILE.npz", default=None,
-                   help="with -R: write every datagram (seq, scheduled, sent, received, duplicate) to FILE.npz; "
-                        "a forward run's datagrams arrive at the server, which does not return a trace")
+                   help="write every datagram (seq, scheduled, sent, received, duplicate) to FILE.npz; "
+                        "a forward run's server keeps the trace and returns it after the run")
     p.add_argument("--trace-limit", type=options.whole_number_between("--trace-limit", 1, 100_000_000),
                    default=traces.DEFAULT_LIMIT, metavar="N",
                    help=f"datagrams a trace holds at most (default {traces.DEFAULT_LIMIT:,}); the file says when it was cut")
@@ -77,9 +77,8 @@ def run(args) -> int:
     if args.interval and args.duration / args.interval > MAX_INTERVALS:
         raise UserError(f"--duration {args.duration:g} with --interval {args.interval:g} makes more than "
                         f"{MAX_INTERVALS} reports: raise --interval to at least {args.duration / MAX_INTERVALS:g}")
-    if args.trace and not args.reverse:
-        raise UserError("--trace needs -R: a trace is kept where datagrams arrive, and a forward run's "
-                        "server does not return one")
+    if args.trace and (args.bidir or args.streams > 1):
+        raise UserError("--trace covers one stream one way: leave out --bidir and --streams")
     if args.reverse or args.bidir:
         flag = "-R" if args.reverse else "--bidir"
         for name, given in (("--streams", args.streams > 1), ("--interval", args.interval), ("--df", args.df)):

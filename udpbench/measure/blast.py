@@ -7,7 +7,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from udpbench.errors import UserError
+from udpbench.errors import MeasurementError, UserError
 from udpbench.linux.sockopts import is_loopback
 from udpbench.measure.embedded import connect
 from udpbench.measure.stopping import stop_flag
@@ -18,6 +18,7 @@ from udpbench.transport.interval import MAX_INTERVALS, MIN_INTERVAL_S
 from udpbench.protocol.control import DEFAULT_PORT
 from udpbench.transport.reverse import blast_bidir as _blast_bidir
 from udpbench.transport.reverse import blast_reverse
+from udpbench.transport import trace_fetch
 from udpbench.transport.streams import blast_streams
 from udpbench.output import trace as traces
 
@@ -61,8 +62,8 @@ class BlastOptions:
     direction: str = "forward"
     """forward: this side sends, the server receives; reverse: the server sends, this side receives."""
     trace: str | None = None
-    """Write every datagram (seq, scheduled, sent, received) to this ``.npz``; reverse runs only,
-    since a trace is kept where datagrams arrive and a forward run's server does not return one."""
+    """Write every datagram (seq, scheduled, sent, received) to this ``.npz``. A forward run's
+    trace is kept by the server and fetched after its report (one stream only)."""
     trace_limit: int = traces.DEFAULT_LIMIT
     """Datagrams a trace holds at most; the file says when it was cut."""
 
@@ -75,9 +76,8 @@ def check_direction(o) -> None:
     if o.direction not in DIRECTIONS:
         raise UserError(f"direction {o.direction!r} is neither forward nor reverse")
     if o.trace is not None:
-        if o.direction != "reverse":
-            raise UserError("a trace is kept where datagrams arrive: ask for it with the reverse direction "
-                            "(the server of a forward run does not return one)")
+        if o.streams != 1:
+            raise UserError(f"a trace covers one stream, not {o.streams}: ask for one or the other")
         check_trace_path(o.trace)
     if not (isinstance(o.trace_limit, int) and 0 < o.trace_limit <= 100_000_000):
         raise UserError(f"trace limit {o.trace_limit!r} is outside 1..100000000 datagrams")
@@ -161,6 +161,8 @@ def blast(host: str, options: BlastOptions | None = None, *, on_interval=None, o
         rate = o.rate if o.rate is not None else default_rate(client.server_addr[0])
         if o.direction == "reverse":
             row = reverse_row(client, o, rate, flag)
+        elif o.trace:
+            row = traced_forward_row(client, o, rate, flag, on_interval)
         else:
             row = blast_streams(client, o.streams, o.size, o.duration, rate, o.engine, df=o.df,
                                 interval=o.interval, on_interval=on_interval, stop=flag, path_mtu=o.path_mtu)
@@ -175,6 +177,24 @@ def reverse_row(client, o, rate: float, flag) -> Row:
     row = blast_reverse(client, o.size, o.duration, rate, o.engine, stop=flag, trace_arrays=arrays)
     if arrays is not None:
         write_trace(o.trace, arrays, row)
+    return row
+
+
+def traced_forward_row(client, o, rate: float, flag, on_interval) -> Row:
+    """A forward run whose server keeps the trace; fetched after its REPORT and written."""
+    trace_fetch.check_offered(client)
+    flow = client.start_blast(o.size, o.duration, rate, o.engine, path_mtu=o.path_mtu, df=o.df,
+                              trace_limit=o.trace_limit)
+    try:
+        flow.send(flag, interval=o.interval, on_interval=on_interval)
+    finally:
+        row = flow.finish()
+    # The server may keep fewer than asked (grant.MAX_TRACE_DATAGRAMS): the file says its limit.
+    limit = flow.started.get("trace_limit")
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= o.trace_limit:
+        raise MeasurementError(f"server {client.where} did not say how large a trace it keeps")
+    arrays = trace_fetch.fetch(client, flow.session, row.trace_length, limit)
+    write_trace(o.trace, arrays, row)
     return row
 
 

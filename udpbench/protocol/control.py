@@ -12,6 +12,7 @@ Conversation (client C, server S)::
       ... more START/STOP rounds ...
     C STATUS {session}               S STATUS {received, highest_seq, ...}   (while RUNNING, any number)
     C CLOCK {t1}                     S CLOCK_REPLY {t1, t2, t3}   (between measurements, any number)
+    C TRACE {session, offset}        S TRACE_DATA {offset, count, data}   (after a traced blast's REPORT)
     C BYE                            (close)
 
 Anything that does not fit the state ends the conversation with ``ERROR {message}``. The
@@ -66,10 +67,14 @@ SCHEMA: dict[str, dict[str, type | tuple]] = {
     # An NTP-style clock sample (protocol/clock.py): C's send time t1, S's receive and reply times.
     "CLOCK": {"t1": int},
     "CLOCK_REPLY": {"t1": int, "t2": int, "t3": int},
+    # A forward blast's per-datagram trace, fetched in chunks after its REPORT (transport/trace_fetch.py).
+    "TRACE": {"session": int, "offset": int},
+    "TRACE_DATA": {"session": int, "offset": int, "count": int, "data": str},
 }
 # What a server's HELLO lists in ``features``: a client asks for nothing a server did not list.
 FEATURE_CLOCK = "clock"
 FEATURE_REVERSE = "reverse"
+FEATURE_TRACE = "trace"
 # Fields of START in "blast" mode: the receiver needs them to count and to check limits.
 BLAST_FIELDS = {"size": int, "duration_s": _NUMBER, "rate_bps": _NUMBER, "client_port": int}
 MODES = ("blast", "echo")
@@ -109,6 +114,9 @@ def decode(payload: bytes) -> dict:
                 raise ProtocolError("START client_port is outside 1-65535")
             if msg.get("direction", "forward") not in DIRECTIONS:
                 raise ProtocolError("START direction is neither forward nor reverse")
+            limit = msg.get("trace_limit", 1)
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ProtocolError("START trace_limit is not a positive whole number of datagrams")
     session = msg.get("session")
     if "session" in msg and (isinstance(session, bool) or not isinstance(session, int)
                              or not 0 <= session < 2**64):

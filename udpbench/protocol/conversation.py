@@ -17,7 +17,7 @@ from typing import Protocol
 
 from udpbench._version import __version__
 from udpbench.protocol import auth, grant
-from udpbench.protocol.control import FEATURE_CLOCK, FEATURE_REVERSE, PROTOCOL_VERSION, ProtocolError
+from udpbench.protocol.control import FEATURE_CLOCK, FEATURE_REVERSE, FEATURE_TRACE, PROTOCOL_VERSION, ProtocolError
 
 HANDSHAKE_TIMEOUT_S = 5.0  # HELLO and AUTH: an unauthenticated connection holds a slot this long
 IDLE_TIMEOUT_S = 120.0  # between measurements: a sweep's other hosts wait while one host runs
@@ -46,7 +46,7 @@ TRANSITIONS: dict[ServerState, dict[str, Rule]] = {
     S.AWAIT_HELLO: {"HELLO": Rule("on_hello", S.READY, with_token=S.AWAIT_AUTH)},
     S.AWAIT_AUTH: {"AUTH": Rule("on_auth", S.READY), "BYE": Rule("on_bye_without_token", S.CLOSED)},
     S.READY: {"START": Rule("on_start", S.RUNNING), "CLOCK": Rule("on_clock", S.READY),
-              "BYE": Rule("on_bye", S.CLOSED)},
+              "TRACE": Rule("on_trace", S.READY), "BYE": Rule("on_bye", S.CLOSED)},
     S.RUNNING: {"STOP": Rule("on_stop", S.READY), "STATUS": Rule("on_status", S.RUNNING),
                 "BYE": Rule("on_bye", S.CLOSED)},
     S.CLOSED: {},
@@ -93,6 +93,10 @@ class Sessions(Protocol):
 
     def status(self, session: int) -> dict:
         """The running blast's counts so far (a STATUS frame)."""
+
+    def trace_chunk(self, session: int, offset: int) -> dict:
+        """A TRACE_DATA frame: the kept trace of ``session`` from entry ``offset``; ProtocolError
+        if no trace of that session is kept (it is kept from its REPORT to the next START)."""
 
     def clock_ns(self) -> int:
         """This host's CLOCK_REALTIME in ns: the clock datagrams are stamped with."""
@@ -156,7 +160,7 @@ class ServerConversation:
     def on_hello(self, msg: dict, now: float) -> list[dict]:
         if msg["version"] != PROTOCOL_VERSION:
             raise ProtocolError(f"client speaks protocol {msg['version']}, this server speaks {PROTOCOL_VERSION}")
-        features = [FEATURE_CLOCK] + ([FEATURE_REVERSE] if self.limits.allow_reverse else [])
+        features = [FEATURE_CLOCK, FEATURE_TRACE] + ([FEATURE_REVERSE] if self.limits.allow_reverse else [])
         hello = {"type": "HELLO", "version": PROTOCOL_VERSION, "server": f"udpbench {__version__}",
                  "nonce": self.nonce, "port": self.port, "features": features}
         if self.token:
@@ -212,6 +216,9 @@ class ServerConversation:
         report = self.sessions.report(self.session)
         self._forget()
         return [report]
+
+    def on_trace(self, msg: dict, now: float) -> list[dict]:
+        return [self.sessions.trace_chunk(msg["session"], msg["offset"])]
 
     def on_status(self, msg: dict, now: float) -> list[dict]:
         if self.mode != "blast" or msg["session"] != self.session:

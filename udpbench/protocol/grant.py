@@ -15,6 +15,7 @@ MAX_DURATION_S = 3600.0
 SESSION_GRACE_S = 10.0  # past its granted duration a session ends, whatever the client sends
 DEFAULT_RCVBUF = 8 << 20  # asked for when the client names none: a fast sender is not cut short
 MAX_RCVBUF = 32 << 20  # a client cannot make the server pin more kernel memory than this a session
+MAX_TRACE_DATAGRAMS = 1_000_000  # a traced session holds at most this many entries (33 bytes each)
 MAX_CLIENT_RCVBUF = 256 << 20  # larger requests are nonsense, not merely too much
 ECHO_DEFAULT_S = 60.0  # an echo session that names no duration (a path-MTU search) gets this
 # Echo and probe replies of one session, when the server has no --max-rate: the project's

@@ -29,12 +29,15 @@ def make_row(client, size: int, engine: "engines.Choice | str", duration: float,
     ``protocol/row.py`` does the arithmetic)."""
     offset = offset or clock_samples.Offset(None, None)
     choice = engine if isinstance(engine, engines.Choice) else engines.Choice(engine, engine)
-    return row_of.build(host=client.host, address=client.server_addr[0], port=client.port, v6=client.v6,
-                        size=size, engine=choice.engine, engine_requested=choice.requested,
-                        engine_note=choice.note, duration=duration, rate_bps=rate_bps, tx=tx,
-                        report=report, sender_counters=sender_counters, path_mtu=mtu,
-                        sender_mtu=sender_mtu, same_clock=same_clock(report),
-                        clock_estimate=offset.estimate, clock_drift_ppm=offset.drift_ppm)
+    row = row_of.build(host=client.host, address=client.server_addr[0], port=client.port, v6=client.v6,
+                       size=size, engine=choice.engine, engine_requested=choice.requested,
+                       engine_note=choice.note, duration=duration, rate_bps=rate_bps, tx=tx,
+                       report=report, sender_counters=sender_counters, path_mtu=mtu,
+                       sender_mtu=sender_mtu, same_clock=same_clock(report),
+                       clock_estimate=offset.estimate, clock_drift_ppm=offset.drift_ppm)
+    # A traced forward session's REPORT says how much the server kept (transport/trace_fetch.py).
+    row.trace_length, row.trace_cut = report.get("trace_length", 0), report.get("trace_cut", 0)
+    return row
 
 
 def same_clock(report: dict) -> bool:

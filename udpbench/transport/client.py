@@ -223,9 +223,11 @@ class Client:
         return row
 
     def start_blast(self, size: int, duration: float, rate_bps: float | None, engine: str = "auto",
-                    rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False) -> "SenderSession":
-        """Open a session on the server (START) and return its SenderSession, ready to send."""
-        return SenderSession(self, size, duration, rate_bps, engine, rcvbuf, path_mtu, df)
+                    rcvbuf: int | None = None, path_mtu: int | None = None, df: bool = False,
+                    trace_limit: int = 0) -> "SenderSession":
+        """Open a session on the server (START) and return its SenderSession, ready to send.
+        ``trace_limit`` > 0 asks the server to keep a trace, fetched after REPORT (trace_fetch.py)."""
+        return SenderSession(self, size, duration, rate_bps, engine, rcvbuf, path_mtu, df, trace_limit)
 
     def _granted(self, started: dict, duration: float, rate_bps: float) -> tuple[float, float, list[str]]:
         """The duration and rate to use: the server's grant, never more than the user asked.
@@ -267,7 +269,7 @@ class SenderSession:
 
     def __init__(self, client: Client, size: int, duration: float, rate_bps: float | None,
                  engine: str = "auto", rcvbuf: int | None = None, path_mtu: int | None = None,
-                 df: bool = False):
+                 df: bool = False, trace_limit: int = 0):
         try:
             wire.check_size(size, client.v6)
         except wire.WireError as exc:
@@ -292,6 +294,8 @@ class SenderSession:
                      "client_port": self.sock.getsockname()[1]}
             if rcvbuf:
                 start["rcvbuf"] = rcvbuf
+            if trace_limit:
+                start["trace_limit"] = trace_limit
             self.clock_before = clock_samples.take(client)
             self.started = client._converse(start, "STARTED")
             # The server may grant less than asked (its limits); send what it granted.

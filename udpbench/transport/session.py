@@ -18,15 +18,17 @@ from udpbench.linux import sockopts
 from udpbench.linux.receive_socket import enable_receive_options, set_receive_buffer
 from udpbench.protocol import wire
 from udpbench.protocol.grant import ReplyBudget
+from udpbench.transport import trace_fetch
 
 
 class ReceiverSession:
     """One blast session on the server: its connected UDP socket and its receiver thread."""
 
     def __init__(self, session: int, size: int, duration_s: float, family: int, local: tuple, peer: tuple,
-                 rcvbuf: int):
+                 rcvbuf: int, trace_limit: int = 0):
         """``local`` (address, port) to bind, ``peer`` (address, port) of the client's data socket;
-        ``duration_s`` is the granted duration, ``rcvbuf`` the bytes to ask the kernel for."""
+        ``duration_s`` is the granted duration, ``rcvbuf`` the bytes to ask the kernel for;
+        ``trace_limit`` > 0 keeps that many arrivals' trace for the client to fetch (trace_fetch.py)."""
         self.session = session
         self.size = size
         self.duration_s = duration_s
@@ -46,6 +48,9 @@ class ReceiverSession:
             self.sock.close()
             raise
         self.receiver = Receiver(self.session)
+        self.trace_arrays = trace_fetch.buffers(trace_limit) if trace_limit else None
+        if self.trace_arrays is not None:
+            self.receiver.set_trace(*self.trace_arrays)
         self.counters_before = kernel.snapshot(self.v6)
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._receive, name=f"rx-{self.session:x}", daemon=True)
@@ -96,6 +101,8 @@ class ReceiverSession:
             rcvbuf=self.rcvbuf,
             clock_domain=this_host.clock_domain(),
         )
+        if self.trace_arrays is not None:
+            report.update(trace_length=self.receiver.trace_length, trace_cut=self.receiver.trace_cut)
         if self.failure is not None:
             report["receive_error"] = str(self.failure)
         return report
