@@ -16,7 +16,8 @@ import threading
 
 from udpbench.engine import _fast
 from udpbench.linux import counters as kernel
-from udpbench.protocol.row import Row, combine
+from udpbench.protocol.row import Row
+from udpbench.protocol.streams import combine
 from udpbench.transport.client import Client, SenderSession
 from udpbench.errors import UserError
 
