@@ -30,18 +30,31 @@ def run_capacity(lab, *args, timeout=300):
 
 
 def test_no_drop_rate_matches_the_bucket_three_times_over(bucket):
-    found = []
-    for _ in range(3):
+    """Three searches find the bucket's payload capacity, each within the resolution plus 1 %, and
+    agree within 2 %. A search whose sender could not keep its schedule says so (cause
+    ``sender-disturbed``) instead of naming a wrong knee: that proves the search honest but says
+    nothing of the knee, so such a search is run again, and the test skips, with the reason, when
+    this machine is too loaded for any search to be judged (docs/capacity.md)."""
+    found, disturbed = [], []
+    while len(found) < 3 and len(disturbed) < 3:
         done = run_capacity(bucket, "--sizes", PAYLOAD, "--trial", TRIAL_S, "--confirm", 1,
                             "--max-rate", f"{2 * RATE}")
         assert done.returncode == 0, done.stderr
-        (row,) = json.loads(done.stdout)["rows"]
+        document = json.loads(done.stdout)
+        (row,) = document["rows"]
+        log = document["meta"]["trial_log"]  # each trial, to see why a search went wrong
+        if row["cause"] == "sender-disturbed":
+            disturbed.append(row["found_bps"])
+            continue
         # within the resolution (1 %) plus 1 %
-        assert abs(row["found_bps"] - CAPACITY) <= 0.02 * CAPACITY, (row["found_bps"], CAPACITY)
-        assert row["cause"] == "network", row
+        assert abs(row["found_bps"] - CAPACITY) <= 0.02 * CAPACITY, (row["found_bps"], CAPACITY, log)
+        assert row["cause"] == "network", (row, log)
         assert row["loss_at_found"] == 0 and row["loss_above"] > 0
         assert not row["sender_limited"]
         found.append(row["found_bps"])
+    if len(found) < 3:
+        pytest.skip(f"the sender stalled in {len(disturbed)} searches on this loaded machine "
+                    f"(each said sender-disturbed); {len(found)} judged: {found}")
     assert max(found) - min(found) <= 0.02 * min(found), found
 
 

@@ -188,3 +188,51 @@ def test_settle_without_a_readable_receiver_waits_the_whole_limit():
     settle = ReassemblySettle(now=5.0, limit_s=30.0)
     assert settle.step(5.0, None) == 30.0
     assert settle.step(35.0, None) is None and not settle.pinned
+
+
+# Real trials of the lab's 40 Mbit/s token bucket (payload capacity 38.89 Mbit/s at 1472 B, 4 s
+# trials) on a loaded 2-CPU machine. At max (paced at 80 Mbit/s) the bucket passed 13387 of
+# 27174 datagrams behind a 52.9 ms queue: it carried 80 * 13387/27174 * 4/(4 + 0.0529) = 38.90.
+AT_MAX = Trial(rate_bps=0.0, tx_bps=80 * M, sent=27174, lost=13787, loss_network=13787,
+               late_max_us=205_100.0, queue_us=52_900.0, size=1472)
+
+
+def bucket_trial(rate, lost=0, late_us=5_000.0, queue_us=52_000.0):
+    sent = round(rate * 4 / (8 * 1472))
+    return Trial(rate_bps=rate, tx_bps=rate, sent=sent, lost=lost, loss_network=lost, late_max_us=late_us,
+                 queue_us=queue_us, size=1472)
+
+
+def test_what_the_bucket_carried_at_max():
+    assert AT_MAX.carried_bps / M == pytest.approx(38.897, abs=0.001)
+
+
+def test_several_stalls_below_what_the_path_carried_are_the_sender_s():
+    # Seen: 35.62 Mbit/s lost 3695 with the sender 924 ms late at worst behind a 51.9 ms queue.
+    # One catch-up burst carried only 35.62e6 * 0.924 / (8 * 1472) = 2795 datagrams, so it was
+    # counted as the path's failure ("network", found 34.92); but the path had carried 38.90.
+    stalled = bucket_trial(35.62 * M, lost=3695, late_us=923_800.0, queue_us=51_900.0)
+    assert not stalled.disturbed
+    search = CapacitySearch(confirm=1, floor_bps=1 * M)
+    search.next_rate()
+    search.record(AT_MAX)
+    assert search.spoiled_by_sender(stalled)
+    # the same loss with the sender 40 ms late: the queue absorbed that, so it is the path's
+    assert not search.spoiled_by_sender(bucket_trial(35.62 * M, lost=3695, late_us=40_000.0))
+
+
+def test_a_bottleneck_seen_at_max_is_tried_first_then_galloped_above():
+    search = CapacitySearch(confirm=1, floor_bps=1 * M)
+    capacity = 38.89 * M
+
+    def trial(rate):
+        if rate == MAX_RATE:
+            return AT_MAX
+        return bucket_trial(rate, lost=0 if rate <= capacity * 1.013 else 300)  # 52 ms of 4 s absorbed
+    rates, row = run(search, trial, size=1472)
+    # 38.897 / 1.01 = 38.512 passes; 1 % above it (38.897) passes, 2 % above that (39.675) fails
+    # (4 s trials let 1.3 % through); halving: 39.286 passes, exactly 1 % below 39.675: confirm it.
+    carried = AT_MAX.carried_bps
+    assert [r / M for r in rates] == pytest.approx([0, 38.512, 38.897, 39.675, 39.286, 39.286], abs=0.001)
+    assert rates[2] == pytest.approx(carried) and row.found_bps == rates[4] and row.failed_bps == rates[3]
+    assert row.cause == "network" and row.trials == 6

@@ -130,6 +130,7 @@ def capacity(hosts: list[str], options: CapacityOptions | None = None, *,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine": options.engine, "df": options.df,
         "loss_threshold": options.loss, "resolution": options.resolution, "trial_s": options.trial_s,
         "confirm": options.confirm, "max_rate_bps": options.max_rate_bps, "hosts": [],
+        "trial_log": [],
     }
     result = CapacityResult(meta)
 
@@ -166,7 +167,7 @@ def capacity(hosts: list[str], options: CapacityOptions | None = None, *,
         for info in meta["hosts"]:
             with connect(info["host"], options.port, options.family, token=options.token) as client:
                 info["port"] = client.port  # an embedded server gets a new port each time
-                host = HostSearch(client, info, options, notice, stop)
+                host = HostSearch(client, info, options, notice, stop, meta["trial_log"])
                 for size in sizes:
                     if stop.is_set():
                         break
@@ -209,6 +210,20 @@ def trial_of(measured, asked: float, size: int) -> Trial:
                  queue_us=1e3 * _value(measured, "delay_spread_ms", 0.0) if received else None)
 
 
+LOGGED = ("received", "gap_max_us", "delay_spread_ms", "rate_ratio")
+
+
+def log_entry(host: str, trial: Trial, measured, search: CapacitySearch) -> dict:
+    """A trial as the meta's ``trial_log`` keeps it: enough to see why the search went where it did."""
+    entry = {"host": host, "size": trial.size, "rate_bps": trial.offered_bps, "tx_bps": trial.tx_bps,
+             "sent": trial.sent, "lost": trial.lost, "late_max_us": trial.late_max_us,
+             "queue_us": trial.queue_us, "passed": search.passes(trial), "disturbed": search.spoiled_by_sender(trial),
+             "loss_sender": trial.loss_sender, "loss_socket": trial.loss_socket,
+             "loss_reassembly": trial.loss_reassembly, "loss_network": trial.loss_network}
+    entry.update((name, _value(measured, name, 0)) for name in LOGGED)
+    return entry
+
+
 def _value(row, name: str, default=0):
     """A field of a row, whether the row is a dict or a typed Row."""
     value = row.get(name, default) if isinstance(row, dict) else getattr(row, name, default)
@@ -218,8 +233,10 @@ def _value(row, name: str, default=0):
 class HostSearch:
     """The searches at one host, over its one control connection."""
 
-    def __init__(self, client, info: dict, options: CapacityOptions, notice, stop: threading.Event):
+    def __init__(self, client, info: dict, options: CapacityOptions, notice, stop: threading.Event,
+                 log: list | None = None):
         self.client, self.info, self.options, self.notice, self.stop = client, info, options, notice, stop
+        self.log = [] if log is None else log  # one entry a trial: what each decision rested on
         self.v6 = info["family"] == 6
         # Fragment memory is readable only where the receiver runs: this namespace, for loopback.
         self.local_receiver = info["loopback"]
@@ -254,7 +271,9 @@ class HostSearch:
                     row.sendable, row.send_error = False, _value(measured, "send_error", "")
                     row.trials = 1
                     return row
-            search.record(trial_of(measured, asked, size))
+            trial = trial_of(measured, asked, size)
+            search.record(trial)
+            self.log.append(log_entry(self.info["host"], trial, measured, search))
             row.settle_s += self.settle(measured, row)
         search.result(row)
         row.overhead_s = sum(overheads) / len(overheads) if overheads else 0.0

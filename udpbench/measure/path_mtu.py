@@ -170,12 +170,16 @@ def path_mtu(host: str, options: PathMtuOptions | None = None, *, client: Client
                 warnings.append(f"the route to {address} carries MTU {before} (configured, not learned); "
                                 "the probes ignore it")
 
-        session = stack.enter_context(contextlib.closing(ProbeSession(client).open())) if client else None
+        def probe_session(s):
+            """An echo session bound to this socket's port (each phase probes from a socket of its own)."""
+            return contextlib.closing(ProbeSession(client, s.getsockname()[1]).open()) if client \
+                else contextlib.nullcontext()
+
         found = PathMtu(host, address, port, 6 if v6 else 4, opts.method, interface=route.interface,
                         interface_mtu=route.interface_mtu, route_mtu_before=before, cached_mtu=cached,
                         min_mtu=floor, max_mtu=limit, server=client is not None, warnings=warnings)
         if opts.method in ("icmp", "both"):
-            with target_socket() as s:
+            with target_socket() as s, probe_session(s) as session:
                 prober = Prober(s, session.session if session else secrets.randbits(64))
                 search = IcmpSearch(time.monotonic(), limit, floor, address, v6, opts.max_probes, opts.timeout)
                 keep = (lambda: session.keepalive(prober)) if session else None
@@ -187,7 +191,7 @@ def path_mtu(host: str, options: PathMtuOptions | None = None, *, client: Client
                 warnings.append(f"icmp: {found.icmp.detail}")
         if opts.method in ("echo", "both") and client is not None and not (stop and stop.is_set()):
             icmp = found.icmp
-            with target_socket() as s:
+            with target_socket() as s, probe_session(s) as session:
                 prober = Prober(s, session.session)
                 hints = (icmp.mtu, icmp.mtu + 1) if icmp and icmp.mtu and icmp.mtu < limit else ()
                 search = EchoSearch(time.monotonic(), limit, floor, v6, opts.max_probes, opts.granularity,

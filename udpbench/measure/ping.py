@@ -155,7 +155,12 @@ def ping(host: str, options: PingOptions | None = None, *, on_reply=None, on_eve
         except wire.WireError as exc:
             raise UserError(str(exc)) from None
         session = secrets.randbits(64)
-        started = client.open_echo(session, duration_s=deadline)
+        sock = client.data_socket()  # first: the session is bound to its port (docs/security.md)
+        try:
+            started = client.open_echo(session, duration_s=deadline, client_port=sock.getsockname()[1])
+        except BaseException:
+            sock.close()
+            raise
         granted = (started.get("granted") or {}).get("duration_s") if isinstance(started.get("granted"), dict) \
             else None
         if isinstance(granted, (int, float)) and 0 < granted < deadline:
@@ -165,7 +170,7 @@ def ping(host: str, options: PingOptions | None = None, *, on_reply=None, on_eve
                 on_notice(f"server {client.where} clamped the echo session to {deadline:g} s (asked {asked:g} s)")
         data_port = started.get("data_port", client.port)
         events("start", address=client.server_addr[0], port=data_port, session=session)
-        with client.data_socket() as sock:
+        with sock:
             if data_port != client.port:
                 sock.connect((client.server_addr[0], data_port, *client.server_addr[2:]))
             if opts.df:

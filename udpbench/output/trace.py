@@ -12,9 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
+from pathlib import Path
 
 import numpy as np
+
+from udpbench.output import results
 
 SCHEMA = "udpbench.trace"
 SCHEMA_VERSION = 1
@@ -60,18 +62,7 @@ def write(path: str, columns: dict, *, limit: int, cut: int, sent: int) -> None:
     """Write atomically (temp file + rename); an unwritable path raises OSError."""
     meta = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "limit": limit, "cut": cut,
             "truncated": cut > 0, "sent": sent}
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".trace-", suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, meta=np.array(json.dumps(meta)), **columns)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    results.write_atomically(Path(path), lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **columns))
 
 
 def read(path: str) -> tuple[dict, dict]:

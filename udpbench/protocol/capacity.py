@@ -68,6 +68,15 @@ class Trial:
         return self.offered_bps * self.late_max_us / 1e6 / (8 * self.size) if self.size else float("inf")
 
     @property
+    def carried_bps(self) -> float:
+        """The rate the path delivered, less what its queue absorbed: a bottleneck's rate when
+        this trial overfilled it. 0 without a queue measurement or a size."""
+        if self.queue_us is None or not self.size or not self.tx_bps or not self.sent:
+            return 0.0
+        sending_s = self.sent * 8 * self.size / self.tx_bps
+        return self.tx_bps * (self.sent - self.lost) / self.sent * sending_s / (sending_s + self.queue_us / 1e6)
+
+    @property
     def disturbed(self) -> bool:
         """The sender fell behind by more than the path's queue, and lost no more than one
         catch-up burst carried: that burst alone may have overflowed the queue. Unknown without
@@ -157,6 +166,19 @@ class CapacitySearch:
         self.confirmations = 0
         self.found = 0.0
         self.done = False
+        self.carried = 0.0  # the most any trial showed the path's bottleneck carries (network loss)
+        self.guess: float | None = None  # the next rate to try instead of halving, if any
+        self.first_guess: float | None = None  # the rate the path carried at max, then the gallop above it
+        self.step_up = 1  # the next gallop step above first_guess, in resolutions (doubled each pass)
+
+    def spoiled_by_sender(self, trial: Trial) -> bool:
+        """A failure the sender's stall explains: ``trial.disturbed``, or late beyond the queue at a
+        rate below what the path's bottleneck was seen to carry. Several stalls in one trial lose
+        more than the largest one's burst, but a rate the path carried cannot overflow it."""
+        if trial.disturbed:
+            return True
+        return (trial.queue_us is not None and trial.late_max_us > trial.late_bound_us
+                and 0 < trial.offered_bps < self.carried)
 
     def passes(self, trial: Trial) -> bool:
         return trial.sent > 0 and trial.lost <= self.loss_threshold * trial.sent
@@ -187,8 +209,13 @@ class CapacitySearch:
         if self.candidate is not None:
             return self.candidate
         low, high = self.low, self.high
-        if low > 0 and high - low <= self.resolution * low:
+        # 1e-9: a step of exactly the resolution above a pass ends the search despite rounding
+        if low > 0 and high - low <= self.resolution * low * (1 + 1e-9):
             return self._confirm(low)
+        if self.guess is not None:
+            guess, self.guess = self.guess, None
+            if max(low, self.floor_bps) < guess < high:
+                return guess
         middle = (low + high) / 2
         if middle < self.floor_bps:
             self.done = True  # nothing passes at a rate worth measuring
@@ -208,7 +235,16 @@ class CapacitySearch:
         if first:
             self.upper = trial
         passed = self.passes(trial)
-        if not passed and trial.disturbed:
+        if not passed and trial.cause == "network":
+            # Network loss: the bottleneck overflowed, and carried at most its own rate (less, if
+            # the sender stalled and the queue ran dry), so the path carries at least this much.
+            self.carried = max(self.carried, trial.carried_bps)
+            if first:
+                # Try about that rate, then (while trials pass) steps of 1, 2, 4 ... resolutions
+                # above it, before halving between the last pass and the first failure.
+                # One resolution below it: at the carried rate itself a stall is not told from the path.
+                self.guess = self.first_guess = trial.carried_bps / (1 + self.resolution)
+        if not passed and self.spoiled_by_sender(trial):
             self.spoiled += 1
             if self.repeats < self.retries:
                 self.repeat, self.repeats = trial.rate_bps, self.repeats + 1
@@ -216,6 +252,10 @@ class CapacitySearch:
         self.repeat, self.repeats = None, 0
         if passed:
             self.passing.setdefault(trial.offered_bps, []).append(trial)
+            if trial.offered_bps == self.first_guess and self.candidate is None:
+                # Gallop up from it, doubling the step while trials pass (1, 2, 4 ... resolutions).
+                self.step_up *= 2
+                self.guess = self.first_guess = trial.offered_bps * (1 + self.resolution * self.step_up / 2)
             if first:
                 # Nothing lost at max: confirm at the rate the sender reached.
                 self._confirm(trial.offered_bps)
@@ -225,7 +265,7 @@ class CapacitySearch:
                     self.found, self.done = self.candidate, True
             return
         if (self.failing is None or trial.offered_bps < self.failing.offered_bps
-                or (trial.offered_bps == self.failing.offered_bps and self.failing.disturbed)):
+                or (trial.offered_bps == self.failing.offered_bps and self.spoiled_by_sender(self.failing))):
             self.failing = trial
         self.passing.pop(trial.offered_bps, None)  # a rate that failed once has not passed
         self.candidate = None  # a failed confirmation: the search goes on below
@@ -248,7 +288,7 @@ class CapacitySearch:
         if failed is not None:
             row.failed_bps = failed.offered_bps
             row.loss_above = failed.loss_ratio
-            row.cause = SENDER_DISTURBED if failed.disturbed else failed.cause
+            row.cause = SENDER_DISTURBED if self.spoiled_by_sender(failed) else failed.cause
             row.loss_sender, row.loss_socket = failed.loss_sender, failed.loss_socket
             row.loss_reassembly, row.loss_network = failed.loss_reassembly, failed.loss_network
             row.resolution = (failed.offered_bps - found) / found if found else 0.0

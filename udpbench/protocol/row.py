@@ -2,7 +2,8 @@
 
 Sans-IO: the sender's counts (``_fast.send_datagrams``'s dict), the server's REPORT and the
 sizes go in; a ``Row`` comes out. The arithmetic that turns counts into rates and loss lives
-here once: ``build`` uses it for one session, ``combine`` for parallel streams.
+here once: ``build`` uses it for one session, ``protocol/streams.py``'s ``combine`` for
+parallel streams.
 
 The field names are the JSON and ``.npz`` names (the README's field table). Fields that only
 some rows carry (``interrupted``, ``intervals``, ``per_stream``) are left out of ``as_dict()``
@@ -13,7 +14,6 @@ udpbench, or one where nothing was measured (a size the kernel refused), does no
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import typing
 from dataclasses import dataclass, field
 
@@ -142,6 +142,12 @@ class Row:
     # How much of the trace buffers a reverse run filled, until blast writes the trace file.
     trace_length: int = field(default=0, metadata={"private": True}, repr=False)
     trace_cut: int = field(default=0, metadata={"private": True}, repr=False)
+    # The receiver's first and last arrival (kernel ns), the datagrams stamped with the first,
+    # and the delays' sample count: what combine needs to span parallel streams.
+    first_rx_ns: int = field(default=0, metadata={"private": True}, repr=False)
+    last_rx_ns: int = field(default=0, metadata={"private": True}, repr=False)
+    first_rx_count: int = field(default=0, metadata={"private": True}, repr=False)
+    owd_samples: int = field(default=0, metadata={"private": True}, repr=False)
     # Fields a newer udpbench wrote, kept as they came when a file is loaded.
     extra: dict = field(default_factory=dict, metadata={"private": True}, repr=False)
 
@@ -314,6 +320,10 @@ def build(*, host: str, address: str, port: int, v6: bool, size: int, engine: st
     row.rx_pps, row.goodput_bps, row.wire_bps = (received_rates.pop(k) for k in ("rx_pps", "goodput_bps", "wire_bps"))
     row.direction = direction
     row.rx_interval_s = received_rates["rx_interval_s"]
+    if received:
+        row.first_rx_ns, row.last_rx_ns = int(report.get("first_rx_ns", 0)), int(report.get("last_rx_ns", 0))
+        row.first_rx_count = int(report.get("first_rx_count", 1) or 1)
+    row.owd_samples = int(report.get("transit_samples", 0)) if report.get("owd_samples") else 0
     measured = {**delay.delay_fields(report, same_clock=same_clock, estimate=clock_estimate, drift_ppm=clock_drift_ppm),
                 **delay.episode_fields(report)}
     for name, value in measured.items():
@@ -344,55 +354,3 @@ def socket_drops_datagrams(report: dict) -> int | None:
     buffers = report.get("buffers") or 0
     per_buffer = max(1.0, taken / buffers) if buffers else 1.0
     return round(drops * per_buffer)
-
-
-# Parallel streams. Counts that add up over streams; the rest is recomputed by _derive or
-# taken as the worst stream's. The loss causes are not summed: the kernel counters behind them
-# cover the namespace, so every stream sees all streams' drops; they are attributed once, over
-# the summed loss.
-SUMMED = ("sent", "send_errors", "received", "duplicates", "reordered", "late",
-          "loss_bursts", "syscalls", "foreign", "socket_drops", "gro_buffers", "rate_target_bps",
-          "rate_requested_bps")
-WORST = ("longest_loss_burst", "max_reorder_distance", "delay_spread_ms", "gap_std_us", "gap_p99_us",
-         "gap_p999_us", "gap_max_us", "late_p50_us", "late_p99_us", "late_max_us", "schedule_resets",
-         "drain_s")
-# What each stream reports in the row's per_stream list.
-PER_STREAM = ("engine", "sent", "received", "lost", *loss.CAUSES, "duplicates",
-              "reordered", "duration_s", "tx_pps", "rx_pps", "goodput_bps", "jitter_ms", "gap_p50_us",
-              "gap_p99_us", "send_errors")
-
-
-def combine(rows: list[Row], sender_counters: dict | None = None) -> Row:
-    """The summed row of parallel streams; each stream's own numbers in ``per_stream``."""
-    first = rows[0]
-    row = dataclasses.replace(first, session=None, interrupt=None, interrupted=False, extra=dict(first.extra),
-                              trace_length=0, trace_cut=0)
-    for key in SUMMED:
-        setattr(row, key, sum(getattr(r, key) or 0 for r in rows))
-    for key in WORST:
-        setattr(row, key, max(getattr(r, key) or 0 for r in rows))
-    errors: dict[str, int] = {}
-    for r in rows:
-        for name, n in r.send_errors_by_errno.items():
-            errors[name] = errors.get(name, 0) + n
-    row.streams = len(rows)
-    row.duration_s = max(r.duration_s for r in rows)
-    row.send_errors_by_errno = errors
-    row.jitter_ms = statistics.fmean(r.jitter_ms for r in rows)
-    row.gap_mean_us = statistics.fmean(r.gap_mean_us for r in rows)
-    row.gap_p1_us = min(r.gap_p1_us for r in rows)
-    row.gap_p50_us = statistics.median(r.gap_p50_us for r in rows)
-    row.engine_note = "; ".join(sorted({r.engine_note for r in rows if r.engine_note}))
-    row.receiver_counters = {k: max(r.receiver_counters.get(k, 0) for r in rows)
-                             for k in first.receiver_counters}
-    row.per_stream = [{"session": f"{r.session:016x}" if r.session is not None else None,
-                       **{k: getattr(r, k) for k in PER_STREAM}} for r in rows]
-    if sender_counters is not None:
-        row.sender_counters = sender_counters
-    _derive(row)
-    # exact: each stream's own socket
-    _attribute(row, sum(r.loss_socket for r in rows), sender_counters or {})
-    engines_used = sorted({r.engine for r in rows})
-    row.engine = engines_used[0] if len(engines_used) == 1 else "+".join(engines_used)
-    row.interrupted = any(r.interrupted for r in rows)
-    return row

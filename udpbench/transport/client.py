@@ -172,13 +172,17 @@ class Client:
         except (ProtocolError, TimeoutError, OSError) as exc:
             raise MeasurementError(f"control channel to {self.where} failed: {exc}") from None
 
-    def open_echo(self, session: int, duration_s: float = 0.0) -> dict:
+    def open_echo(self, session: int, duration_s: float = 0.0, client_port: int | None = None) -> dict:
         """Open an echo session: while it lasts, the server answers this client's PROBE and ECHO
         datagrams of ``session`` (and nobody else's). ``duration_s`` > 0 tells the server how long
-        the control channel may stay silent meanwhile. Returns the server's STARTED."""
+        the control channel may stay silent meanwhile; ``client_port``, the port of the socket the
+        datagrams come from, binds the session to it as well as to this address (docs/security.md).
+        Returns the server's STARTED."""
         start = {"type": "START", "session": session, "mode": "echo"}
         if duration_s:
             start["duration_s"] = duration_s
+        if client_port:
+            start["client_port"] = client_port
         return self._converse(start, "STARTED")
 
     def close_echo(self, session: int) -> dict:

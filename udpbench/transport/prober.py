@@ -145,14 +145,16 @@ class ProbeSession:
     """An echo session on a udpbench server: while it is open, the server acknowledges this
     client's PROBE datagrams. Renewed (STOP, START) before the server's control timeout."""
 
-    def __init__(self, client):
+    def __init__(self, client, port: int | None = None):
+        """``port``: the local port the probes leave from; the server then answers only there."""
         self.client = client
+        self.port = port
         self.session = 0
         self.opened_at = 0.0
 
     def open(self) -> "ProbeSession":
         self.session = secrets.randbits(64)
-        self.client.open_echo(self.session)
+        self.client.open_echo(self.session, client_port=self.port)
         self.opened_at = time.monotonic()
         return self
 
