@@ -292,3 +292,33 @@ def test_ctrl_c_on_mesh_lab_is_passed_on_and_leaves_nothing_behind(make_lab, tmp
     assert err.strip().splitlines()[-1].startswith("udpbench: mesh interrupted: "), err
     assert "interrupted" in json.loads((tmp_path / "m.json").read_text())["meta"]
     assert lab_namespaces(mesh.pid) == set() and dask_processes() <= before_procs
+
+
+def test_worker_presence_is_asked_of_the_scheduler_not_the_clients_cache():
+    """The client's cached scheduler_info, which its 2 s refresh leaves with no workers, once
+    made healthy workers look gone: the mesh must ask the scheduler itself."""
+    pytest.importorskip("distributed")
+    from udpbench.measure import mesh as mesh_module
+
+    workers = {"tcp://198.18.0.2:4000": {"name": "h1"}, "tcp://198.18.1.2:4000": {"name": "h2"}}
+
+    class Scheduler:
+        def identity(self, n_workers=0):
+            return {"workers": dict(itertools.islice(workers.items(), len(workers) if n_workers == -1 else n_workers))}
+
+    class Client:
+        scheduler = Scheduler()
+
+        def scheduler_info(self, n_workers=-1):
+            return {"workers": {}}  # what the refresh left in the cache
+
+        def sync(self, function, **kwargs):
+            return function(**kwargs)
+
+    lost = {}
+    hosts = [{"host": "h1", "worker": "tcp://198.18.0.2:4000"}, {"host": "h2", "worker": "tcp://198.18.1.2:4000"}]
+    mesh_module._check_workers(Client(), hosts, lost)
+    assert lost == {}
+    del workers["tcp://198.18.1.2:4000"]
+    mesh_module._check_workers(Client(), hosts, lost)
+    assert lost == {"tcp://198.18.1.2:4000": "worker h2 (tcp://198.18.1.2:4000) left the cluster"}

@@ -194,10 +194,13 @@ def scheduler_address(text: str) -> str:
 
 
 def _workers(client) -> dict[str, dict]:
+    # Asked of the scheduler itself, not through client.scheduler_info(): that returns the
+    # client's shared cache, which its own periodic refresh (every 2 s, asking for no workers)
+    # can overwrite between the fresh fetch and the return. An empty list then read as every
+    # worker having left the cluster, and failed healthy pairs under load (docs/mesh.md).
     # Newer releases list only a few workers unless asked for all (n_workers=-1).
-    if _accepts(client.scheduler_info, "n_workers"):
-        return client.scheduler_info(n_workers=-1)["workers"]
-    return client.scheduler_info()["workers"]
+    wanted = {"n_workers": -1} if _accepts(client.scheduler_info, "n_workers") else {}
+    return client.sync(client.scheduler.identity, **wanted)["workers"]
 
 
 def _accepts(function, keyword: str) -> bool:
