@@ -1,4 +1,4 @@
-"""`sweep -R --trace DIR_OR_PREFIX`: one trace file per row, named by host, size and direction."""
+"""`sweep [-R] --trace DIR_OR_PREFIX`: one trace file per row, named by host, size and direction."""
 import json
 
 import pytest
@@ -9,8 +9,8 @@ from udpbench.output import trace
 SIZES = (500, 1000)
 
 
-def _sweep(server, target, capsys, *extra):
-    code = main(["sweep", "127.0.0.1", "--port", str(server.port), "-R", "--sizes", ",".join(map(str, SIZES)),
+def _sweep(server, target, capsys, *extra, direction=("-R",)):
+    code = main(["sweep", "127.0.0.1", "--port", str(server.port), *direction, "--sizes", ",".join(map(str, SIZES)),
                  "--duration", "0.3", "--rate", "4M", "--no-save", "--json", "--trace", str(target), *extra])
     out, err = capsys.readouterr()
     assert code == 0, err
@@ -46,7 +46,7 @@ def test_a_trace_limit_cuts_every_rows_file(loopback_server, tmp_path, capsys):
 @pytest.mark.parametrize("argv, words", [
     (["-R", "--trace", "{tmp}/missing/"], "does not exist"),
     (["-R", "--trace", "{tmp}/missing/run"], "does not exist"),
-    (["--trace", "{tmp}/run"], "-R"),
+    (["--trace", "{tmp}/run", "--streams", "2"], "one stream"),
 ])
 def test_a_trace_nobody_can_write_is_one_line_exit_2(loopback_server, tmp_path, capsys, argv, words):
     argv = [a.format(tmp=tmp_path) for a in argv]
@@ -55,3 +55,15 @@ def test_a_trace_nobody_can_write_is_one_line_exit_2(loopback_server, tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and words in err, err
     assert not any(tmp_path.iterdir())  # refused before measuring: nothing written
+
+
+def test_a_forward_sweep_traces_each_row_through_its_server(loopback_server, tmp_path, capsys):
+    """Forward rows: the server keeps each row's trace and the client fetches it after the REPORT."""
+    rows = _sweep(loopback_server, tmp_path, capsys, direction=())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"127.0.0.1-{size}B-forward.npz" for size in SIZES)
+    for row in rows:
+        meta, columns = trace.read(row["trace"])
+        arrived = (columns["rx_ns"] > 0) & (columns["duplicate"] == 0)
+        assert meta["sent"] == row["sent"] > 0
+        assert int(arrived.sum()) == row["received"]
+        assert int((columns["rx_ns"] == 0).sum()) == row["lost"]

@@ -38,7 +38,7 @@ def add_parser(commands) -> None:
     p.add_argument("-R", "--reverse", action="store_true",
                    help="each server sends and this side receives: the reverse path's curves (one stream)")
     p.add_argument("--trace", metavar="DIR_OR_PREFIX", default=None,
-                   help="with -R: write each row's datagrams to a trace file of its own, "
+                   help="write each row's datagrams to a trace file of its own, "
                         "DIR/HOST-SIZEB-reverse.npz (an existing directory, or a name ending in /) "
                         "or PREFIX-HOST-SIZEB-reverse.npz")
     p.add_argument("--trace-limit", type=options.whole_number_between("--trace-limit", 1, 100_000_000),
@@ -93,9 +93,6 @@ def run(args) -> int:
         raise UserError("sweep does not take --bidir: its rows are one direction each; sweep once, then with -R")
     if args.reverse and (args.streams > 1 or args.df):
         raise UserError("sweep -R runs one stream sent by the server: leave out --streams and --df")
-    if args.trace and not args.reverse:
-        raise UserError("--trace needs -R: a trace is kept where datagrams arrive, and a forward run's "
-                        "server does not return one")
     output = None if args.no_save else (args.output or default_output())
     if args.plot:
         plot.check_output(args.plot)  # refuse a bad image name before measuring, not after

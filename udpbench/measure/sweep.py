@@ -12,7 +12,8 @@ from pathlib import Path
 from udpbench._version import __version__
 from udpbench.errors import MeasurementError, UserError, errno_name
 from udpbench.linux.sockopts import is_loopback
-from udpbench.measure.blast import check_common, default_rate, options_of, write_trace
+from udpbench.measure.blast import (BlastOptions, check_common, default_rate, options_of, traced_forward_row,
+                                    write_trace)
 from udpbench.measure.embedded import connect
 from udpbench.measure.stopping import stop_flag
 from udpbench.output import results
@@ -63,8 +64,8 @@ class SweepOptions:
     direction: str = "forward"
     """forward: this side sends; reverse: each server sends and this side receives (one stream)."""
     trace: str | None = None
-    """Reverse only: a directory or file-name prefix; every row's datagrams go to a trace file
-    of their own, named by host, size and direction (``output.trace.per_row_path``)."""
+    """A directory or file-name prefix; every row's datagrams go to a trace file of their own,
+    named by host, size and direction (``output.trace.per_row_path``); one stream only."""
     trace_limit: int = traces.DEFAULT_LIMIT
     """Datagrams each trace holds at most; a file says when it was cut."""
 
@@ -241,9 +242,8 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
 
 def check_trace_target(o: SweepOptions) -> None:
     """Refuse a trace nobody could write before measuring, not after the first row."""
-    if o.direction != "reverse":
-        raise UserError("a trace is kept where datagrams arrive: ask for it with the reverse direction "
-                        "(a forward run's server does not return one)")
+    if o.streams != 1:
+        raise UserError(f"a trace covers one stream, not {o.streams}: ask for one or the other")
     if not (isinstance(o.trace_limit, int) and 0 < o.trace_limit <= 100_000_000):
         raise UserError(f"trace limit {o.trace_limit!r} is outside 1..100000000 datagrams")
     directory = os.path.dirname(os.path.abspath(traces.per_row_path(str(o.trace), "host", 0, o.direction)))
@@ -274,6 +274,11 @@ def _measure(o: SweepOptions, result: Sweep, sizes: list[int], total: int, check
                         if arrays is not None:
                             write_trace(traces.per_row_path(str(o.trace), client.host, size, o.direction),
                                         arrays, row)
+                    elif o.trace is not None:  # the server keeps the trace; fetched after each REPORT
+                        row = traced_forward_row(client, BlastOptions(
+                            size=size, duration=o.duration, engine=o.engine, path_mtu=info["path_mtu"], df=o.df,
+                            trace=traces.per_row_path(str(o.trace), client.host, size, o.direction),
+                            trace_limit=o.trace_limit), host_rate, flag, None)
                     else:
                         row = blast_streams(client, o.streams, size, o.duration, host_rate, o.engine,
                                             path_mtu=info["path_mtu"], df=o.df, stop=flag)
