@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from types import SimpleNamespace
 
 import udpbench
 from udpbench.measure import mesh as mesh_module
@@ -63,11 +64,17 @@ class _Cluster:
     """Two workers whose measurements never finish: only a stop ends the mesh before its
     60 s per-pair timeout."""
 
+    WORKERS = {"tcp://127.0.0.1:1": {"name": "a"}, "tcp://127.0.0.1:2": {"name": "b"}}
+
     def __init__(self):
         self.futures: list[_PendingFuture] = []
+        self.scheduler = SimpleNamespace(identity=lambda **kw: {"workers": self.WORKERS})
 
     def scheduler_info(self):
-        return {"workers": {"tcp://127.0.0.1:1": {"name": "a"}, "tcp://127.0.0.1:2": {"name": "b"}}}
+        return {"workers": self.WORKERS}
+
+    def sync(self, function, **kwargs):  # the mesh asks the scheduler itself (docs/mesh.md)
+        return function(**kwargs)
 
     def run(self, function, *args):
         return {}
