@@ -16,7 +16,6 @@ from udpbench.measure.sweep import DEFAULT_POINTS, MAX_POINTS, ResultsNotSaved, 
 from udpbench.output import plot
 from udpbench.output import results
 from udpbench.output import trace as traces
-from udpbench.protocol import wire
 from udpbench.protocol.units import parse_sizes
 
 
@@ -84,11 +83,6 @@ class Progress:
 def run(args) -> int:
     if not 1 <= args.points <= MAX_POINTS:
         raise UserError(f"--points must be between 1 and {MAX_POINTS}")
-    for size in args.sizes or ():
-        try:
-            wire.check_size(size, v6=True)  # the IPv4 limit is checked per host, once resolved
-        except wire.WireError as exc:
-            raise UserError(str(exc)) from None
     if args.bidir:
         raise UserError("sweep does not take --bidir: its rows are one direction each; sweep once, then with -R")
     if args.reverse and (args.streams > 1 or args.df):

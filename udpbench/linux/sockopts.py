@@ -127,3 +127,19 @@ def gso_available(sock: socket.socket) -> bool:
         return True
     except OSError:
         return False
+
+
+def session_socket(family: int) -> socket.socket:
+    """A UDP socket that may bind the server's own port beside its listening socket, for one
+    session: connected to that session's peer, the kernel gives it the peer's datagrams and the
+    listener keeps the rest (docs/decisions.md, "Each session gets its own socket")."""
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

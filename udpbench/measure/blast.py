@@ -122,6 +122,16 @@ def check_common(duration: float, rate: float | None, streams: int) -> None:
         raise UserError(f"streams {streams!r} is outside 1..{MAX_STREAMS}")
 
 
+def check_sizes(sizes) -> None:
+    """Refuse payload sizes no host could carry, before resolving any: the IPv6 limit (65527)
+    here, the IPv4 one (65507) per host once its family is known."""
+    for size in sizes or ():
+        try:
+            wire.check_size(size, v6=True)
+        except wire.WireError as exc:
+            raise UserError(str(exc)) from None
+
+
 def check_interval(interval: float | None, duration: float) -> None:
     """Refuse interim reports so frequent, or so many, that they would be the measurement."""
     if interval is None:

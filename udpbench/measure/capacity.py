@@ -26,6 +26,7 @@ from udpbench.protocol import frag, wire
 from udpbench.protocol.capacity import (MIN_DATAGRAMS_PER_TRIAL, SENDER_DISTURBED, CapacityRow,
                                          CapacitySearch, ReassemblySettle, Trial)
 from udpbench.measure import path_mtu
+from udpbench.measure.blast import check_sizes
 from udpbench.protocol.control import DEFAULT_PORT
 
 ETHERNET_MTU = 1500  # a loopback-only plan is made around Ethernet's, as sweep's is (docs/decisions.md)
@@ -80,11 +81,7 @@ class CapacityOptions:
             raise UserError(f"points {self.points!r} not between 1 and 1000")
         if self.max_rate_bps is not None and not self.max_rate_bps > 0:
             raise UserError(f"upper bound {self.max_rate_bps!r} bit/s is not above 0")
-        for size in self.sizes or ():
-            try:
-                wire.check_size(size, v6=True)  # the IPv4 limit is checked per host, once resolved
-            except wire.WireError as exc:
-                raise UserError(str(exc)) from None
+        check_sizes(self.sizes)
         return self
 
 

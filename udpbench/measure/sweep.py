@@ -12,7 +12,7 @@ from pathlib import Path
 from udpbench._version import __version__
 from udpbench.errors import MeasurementError, UserError, errno_name
 from udpbench.linux.sockopts import is_loopback
-from udpbench.measure.blast import (BlastOptions, check_common, default_rate, options_of, traced_forward_row,
+from udpbench.measure.blast import (BlastOptions, check_common, check_sizes, default_rate, options_of, traced_forward_row,
                                     write_trace)
 from udpbench.measure.embedded import connect
 from udpbench.measure.stopping import stop_flag
@@ -158,11 +158,7 @@ def sweep(hosts: list[str] | str, options: SweepOptions | None = None, *, on_row
     if o.output is not None:
         results.check_writable(o.output)  # before measuring, not after a long sweep
     sizes = None if o.sizes is None else sorted(set(o.sizes))
-    for size in sizes or ():
-        try:
-            wire.check_size(size, v6=True)  # the IPv4 limit is checked per host, once resolved
-        except wire.WireError as exc:
-            raise UserError(str(exc)) from None
+    check_sizes(sizes)
     meta = {
         "tool": "udpbench", "version": __version__, "command": o.command,
         "kernel": platform.release(), "machine": platform.machine(), "hostname": socket.gethostname(),

@@ -37,12 +37,8 @@ class ReverseSender:
         wire.check_size(size, self.v6)
         self.nonce = secrets.token_bytes(wire.NONCE_BYTES)
         self.nonce_wait_s = nonce_wait_s
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock = sockopts.session_socket(family)
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if self.v6:
-                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sockopts.set_buffers(self.sock, sndbuf=SNDBUF)
             self.sock.bind(local)
             self.sock.connect(peer)

@@ -34,12 +34,8 @@ class ReceiverSession:
         self.duration_s = duration_s
         self.v6 = family == socket.AF_INET6
         wire.check_size(self.size, self.v6)
-        self.sock = socket.socket(family, socket.SOCK_DGRAM)
+        self.sock = sockopts.session_socket(family)
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            if self.v6:
-                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             self.rcvbuf = set_receive_buffer(self.sock, rcvbuf)
             enable_receive_options(self.sock)
             self.sock.bind(local)
