@@ -343,6 +343,47 @@ def test_an_idle_receiver_waits_in_poll_and_does_not_nap(socket_pair):
     assert 5 <= receiver.polls <= 40  # one 20 ms poll at a time
 
 
+
+def _thread_timer_slack_ns(tid: int) -> int:
+    with open(f"/proc/{tid}/timerslack_ns") as f:  # a thread's id works as a pid here (proc(5))
+        return int(f.read())
+
+
+def test_the_receiver_naps_with_the_default_timer_slack_and_gives_the_callers_back(socket_pair):
+    """Naps that wake to the microsecond cost a GSO sender on loopback 8-11% (docs/engines.md):
+    the receiver sets the kernel's default 50 us slack for its run, even in a thread whose slack a
+    paced send loop left at 1 us, and gives that thread's own slack back when it returns."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_timerslack = 29  # prctl(2)
+    rx, _ = socket_pair
+    receiver = _fast.Receiver(SESSION)
+    seen = {}
+
+    def run():
+        seen["tid"] = threading.get_native_id()
+        assert libc.prctl(pr_set_timerslack, 1000, 0, 0, 0) == 0
+        seen["ready"].set()
+        receiver.run(rx.fileno(), 0.4)
+        seen["after"] = _thread_timer_slack_ns(seen["tid"])
+
+    seen["ready"] = threading.Event()
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert seen["ready"].wait(5)
+        during = []
+        for _ in range(20):  # the run sets its slack a moment after the thread's prctl
+            during.append(_thread_timer_slack_ns(seen["tid"]))
+            if during[-1] != 1000:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        thread.join(5)
+    assert during[-1] == 50_000
+    assert seen["after"] == 1000
+
+
 # --- memory is flat in run length -----------------------------------------------------------
 
 def _peak_rss_kib(pid: int) -> int:

@@ -72,6 +72,7 @@ cdef enum:
     RX_CTRLSIZE = 128
     POLL_MS = 20
     RX_NAP_NS = 50000               # busy: sleep this long between empty reads instead of poll()
+    RX_NAP_SLACK_NS = 50000         # ... give or take this (the kernel's default timer slack)
     RX_BUSY_WINDOW_NS = 2000000     # judge "busy" over this interval
     RX_BUSY_MIN = 40                # ... by at least this many datagrams in it (20k/s)
 
@@ -996,7 +997,11 @@ cdef class Receiver:
         pfd.fd = fd
         pfd.events = POLLIN
         self.stop_flag = 0
-        prctl(PR_SET_TIMERSLACK, 1000, 0, 0, 0)  # this thread: naps last what they ask for
+        # Naps may run long: the kernel's timestamps time the datagrams, not the wakeup, and 100 us
+        # of arrivals fits the buffer many times over. A receiver waking to the microsecond
+        # contends with the sender for the socket's queue and cost it 8% at 7 GB/s on loopback
+        # (docs/engines.md, "Why it naps"). Set, not inherited: a thread that paced sends has 1 us.
+        prctl(PR_SET_TIMERSLACK, RX_NAP_SLACK_NS, 0, 0, 0)
         with nogil:
             while not self.stop_flag:
                 now = clock_ns(CLOCK_MONOTONIC)
