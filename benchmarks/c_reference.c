@@ -5,6 +5,12 @@
  * like udpbench's receiver) on a loopback socket pair. No header checks beyond counting:
  * this is the floor of per-datagram work. Prints one JSON object.
  *
+ * It asks the kernel for what udpbench asks for, so that the ratio judges udpbench's own
+ * code and not its choice of kernel features: the receiving socket has the server's 8 MiB
+ * buffer, kernel receive timestamps (SO_TIMESTAMPNS, which udpbench needs for delay) and
+ * drop counts (SO_RXQ_OVFL); a GSO send carries as many segments as udpbench's (up to 128
+ * and 65,000 bytes, or 64 on kernels before 6.x). See docs/decisions.md.
+ *
  *   cc -O2 -pthread -o c_reference c_reference.c
  *   ./c_reference mmsg 1472 3
  */
@@ -29,6 +35,12 @@
 #define UDP_GRO 104
 #endif
 #define VLEN 64
+#ifndef SO_RXQ_OVFL
+#define SO_RXQ_OVFL 40
+#endif
+#define GSO_SEGMENTS 128      /* UDP_MAX_SEGMENTS since Linux 6.x; 64 before */
+#define OLD_GSO_SEGMENTS 64
+#define GSO_MAX_BYTES 65000
 #define RXBUF 65536
 
 static volatile int stop_rx;
@@ -43,7 +55,7 @@ static uint64_t now_ns(void) {
 static void *receive(void *arg) {
     int fd = *(int *)arg;
     static char bufs[VLEN][RXBUF];
-    static char ctrl[VLEN][64];
+    static char ctrl[VLEN][128];  /* timestamp, drop count and GRO size: 80 bytes */
     struct mmsghdr msgs[VLEN];
     struct iovec iovs[VLEN];
     struct timespec nap = {0, 50000};
@@ -89,7 +101,7 @@ int main(int argc, char **argv) {
     double seconds = atof(argv[3]);
     int batch = 1, one = 1, bufsize = 8 << 20;
     if (!strcmp(engine, "mmsg")) batch = VLEN;
-    if (!strcmp(engine, "gso")) batch = 65000 / size < 64 ? 65000 / size : 64;
+    if (!strcmp(engine, "gso")) batch = GSO_MAX_BYTES / size < GSO_SEGMENTS ? GSO_MAX_BYTES / size : GSO_SEGMENTS;
     if (batch < 1 || size < 1 || size > 65507 || seconds <= 0 || seconds > 60) return 2;
 
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)}, b = a;
@@ -97,6 +109,8 @@ int main(int argc, char **argv) {
     int rx = socket(AF_INET, SOCK_DGRAM, 0), tx = socket(AF_INET, SOCK_DGRAM, 0);
     setsockopt(rx, SOL_SOCKET, SO_RCVBUFFORCE, &bufsize, sizeof bufsize);
     setsockopt(rx, SOL_UDP, UDP_GRO, &one, sizeof one);
+    setsockopt(rx, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
+    setsockopt(rx, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof one);
     setsockopt(tx, SOL_SOCKET, SO_SNDBUF, &bufsize, sizeof bufsize);
     if (bind(rx, (void *)&a, sizeof a) || getsockname(rx, (void *)&a, &al)) return perror("rx"), 1;
     if (bind(tx, (void *)&b, sizeof b) || connect(tx, (void *)&a, sizeof a)) return perror("tx"), 1;
@@ -107,7 +121,7 @@ int main(int argc, char **argv) {
     struct mmsghdr msgs[VLEN];
     struct iovec iovs[VLEN];
     memset(msgs, 0, sizeof msgs);
-    for (int i = 0; i < batch; i++) {
+    for (int i = 0; i < batch && i < VLEN; i++) {  /* sendmmsg's messages; GSO uses one */
         iovs[i].iov_base = data + i * size;
         iovs[i].iov_len = size;
         msgs[i].msg_hdr.msg_iov = &iovs[i];
@@ -116,6 +130,7 @@ int main(int argc, char **argv) {
     char ctrl[CMSG_SPACE(sizeof(uint16_t))] = {0};
     struct iovec giov = {data, (size_t)batch * size};
     struct msghdr gmsg = {.msg_iov = &giov, .msg_iovlen = 1, .msg_control = ctrl, .msg_controllen = sizeof ctrl};
+    int gso_batch = batch;
     struct cmsghdr *cm = CMSG_FIRSTHDR(&gmsg);
     cm->cmsg_level = SOL_UDP;
     cm->cmsg_type = UDP_SEGMENT;
@@ -126,12 +141,17 @@ int main(int argc, char **argv) {
     uint64_t sent = 0, seq = 0, errors = 0, t0 = now_ns(), end = t0 + (uint64_t)(seconds * 1e9), t;
     while ((t = now_ns()) < end) {
         int r;
-        for (int i = 0; i < batch; i++) memcpy(data + i * size + (size >= 24 ? 16 : 0), &seq, 8), seq++;
+        int n = engine[0] == 'g' ? gso_batch : batch;
+        for (int i = 0; i < n; i++) memcpy(data + i * size + (size >= 24 ? 16 : 0), &seq, 8), seq++;
         if (batch == 1) r = send(tx, data, size, 0) < 0 ? -1 : 1;
         else if (engine[0] == 'm') r = sendmmsg(tx, msgs, batch, 0);
-        else r = sendmsg(tx, &gmsg, 0) < 0 ? -1 : batch;
+        else r = sendmsg(tx, &gmsg, 0) < 0 ? -1 : gso_batch;
         if (r > 0) sent += r;
-        else errors++;
+        else if (gso_batch > OLD_GSO_SEGMENTS && sent == 0 && errno == EINVAL) {
+            /* An older kernel takes at most 64 segments per send, as udpbench finds too. */
+            gso_batch = OLD_GSO_SEGMENTS;
+            giov.iov_len = (size_t)gso_batch * size;
+        } else errors++;
     }
     double elapsed = (now_ns() - t0) / 1e9;
     usleep(200000);  /* let the receiver drain */

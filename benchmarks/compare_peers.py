@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Delivered datagrams per second on loopback: udpbench's engines beside iperf3, iperf2, nuttcp and sockperf.
 
-    python benchmarks/compare_peers.py                     # 64 and 1472 B, 3 rounds of 3 s
+    python benchmarks/compare_peers.py                     # 64 and 1472 B, 5 rounds of 3 s
     python benchmarks/compare_peers.py --rounds 5 --duration 5 --sizes 64,512,1472
 
 Not a test: a measurement of this machine, written to results/benchmark-TIME.json and
@@ -26,7 +26,10 @@ Each round runs every tool once per size, in a rotated order, so that a load cha
 shared machine hits all tools alike; the table shows medians over rounds, and each ratio is
 the median of per-round ratios to iperf3 in the same round. Two more ratios judge udpbench: to the
 best peer of the same round (whichever of iperf3, iperf2, nuttcp and sockperf delivered most), and to
-the C reference's loop of the same engine. Only loopback (127.0.0.1) is used.
+the C reference's loop of the same engine. Each udpbench engine runs right beside the C loop of
+that engine, first or second by turns: on a VM whose memory bandwidth swings by several times
+from one second to the next (GSO at 1472 B is a memory copy at 7 GB/s), only neighbours in time
+can be compared. Only loopback (127.0.0.1) is used.
 """
 from __future__ import annotations
 
@@ -223,7 +226,8 @@ def build_c_reference(workdir: Path) -> Path | None:
     if not cc:
         return None
     exe = workdir / "c_reference"
-    subprocess.run([cc, "-O2", "-pthread", "-o", str(exe), str(ROOT / "benchmarks" / "c_reference.c")], check=True)
+    subprocess.run([cc, "-O2", "-Wall", "-pthread", "-o", str(exe), str(ROOT / "benchmarks" / "c_reference.c")],
+                   check=True)
     return exe
 
 
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="64,1472", help="payload sizes, comma-separated (default 64,1472)")
     p.add_argument("--duration", type=float, default=3.0, help="seconds per run (default 3)")
-    p.add_argument("--rounds", type=int, default=3, help="rounds; the table shows medians (default 3)")
+    p.add_argument("--rounds", type=int, default=5, help="rounds; the table shows medians (default 5)")
     p.add_argument("--no-c", action="store_true", help="skip the C reference")
     p.add_argument("--output", type=Path, help="JSON file (default results/benchmark-TIME.json)")
     p.add_argument("--show", type=Path, metavar="JSON", help="print the table of an earlier run and exit")
@@ -298,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     tools = peers + [f"udpbench {e}" for e in ENGINES]
     with tempfile.TemporaryDirectory() as tmp:
         exe = None if args.no_c else build_c_reference(Path(tmp))
+        # A unit is what runs together: a peer alone, or an engine of udpbench beside its C loop.
+        units = [[peer] for peer in peers] + [
+            [f"udpbench {e}"] + ([f"c-reference {e}"] if exe else []) for e in ENGINES]
         if exe:
             tools += [f"c-reference {e}" for e in ENGINES]
         udpbench = Udpbench()
@@ -307,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for rnd in range(args.rounds):
                 for size in sizes:
-                    order = tools[rnd % len(tools):] + tools[:rnd % len(tools)]
+                    rotated = units[rnd % len(units):] + units[:rnd % len(units)]
+                    order = [tool for unit in rotated for tool in (unit if rnd % 2 == 0 else unit[::-1])]
                     for tool in order:
                         name, _, engine = tool.partition(" ")
                         if name == "iperf3":
@@ -373,10 +381,14 @@ def summarize(runs: list[dict], sizes: list[int], tools: list[str]) -> list[dict
                       if r["tool"] == f"c-reference {engine}" and r["size"] == size}
             to_best = per_round_ratios(mine, best_peer) if name == "udpbench" else []
             to_c = per_round_ratios(mine, c_loop) if name == "udpbench" else []
+            own = [r["delivered_pps"] for r in mine]
             summary.append({
                 "tool": tool, "size": size,
                 "ratio_to_best_peer": statistics.median(to_best) if to_best else None,
                 "ratio_to_c_reference": statistics.median(to_c) if to_c else None,
+                "ratio_to_c_range": [min(to_c), max(to_c)] if to_c else None,
+                # How much the tool's own rate moved from round to round: max / min.
+                "spread": max(own) / min(own) if min(own) > 0 else None,
                 "delivered_pps": statistics.median(r["delivered_pps"] for r in mine),
                 "sent_pps": statistics.median(r["sent_pps"] for r in mine),
                 "ratio_to_iperf3": statistics.median(ratios) if ratios else None,
@@ -394,8 +406,8 @@ def table(doc: dict) -> str:
         f"{doc['load_after'][0]:.2f} after.",
         "",
         "| tool | payload B | delivered datagrams/s | sent datagrams/s | delivered / iperf3 (range over rounds) "
-        "| sent / iperf3 sent | delivered / best peer | delivered / C loop |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| sent / iperf3 sent | delivered / best peer | delivered / C loop (range) | max / min over rounds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in doc["summary"]:
         ratio = "-" if s["ratio_to_iperf3"] is None else (
@@ -403,8 +415,11 @@ def table(doc: dict) -> str:
         sent = "-" if s.get("sent_ratio_to_iperf3") is None else f"{s['sent_ratio_to_iperf3']:.2f}x"
         best = "-" if s.get("ratio_to_best_peer") is None else f"{s['ratio_to_best_peer']:.2f}x"
         c_loop = "-" if s.get("ratio_to_c_reference") is None else f"{s['ratio_to_c_reference']:.2f}x"
+        if s.get("ratio_to_c_range"):
+            c_loop += f" ({s['ratio_to_c_range'][0]:.2f}-{s['ratio_to_c_range'][1]:.2f})"
+        spread = "-" if s.get("spread") is None else f"{s['spread']:.2f}"
         lines.append(f"| {s['tool']} | {s['size']} | {s['delivered_pps']:,.0f} | {s['sent_pps']:,.0f} | {ratio} "
-                     f"| {sent} | {best} | {c_loop} |")
+                     f"| {sent} | {best} | {c_loop} | {spread} |")
     return "\n".join(lines)
 
 
