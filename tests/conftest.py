@@ -12,6 +12,7 @@ import json
 import os
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -78,6 +79,16 @@ class PortGuardRecord:
         self.seen += len(text.encode())
         return text.splitlines()
 
+
+
+def pytest_configure(config):
+    """Let Ctrl-C reach the commands the tests interrupt. A shell without job control starts
+    background jobs (`pytest &`, `nohup pytest &`) with SIGINT ignored; children inherit an
+    ignored signal across exec, and a Python started so never raises KeyboardInterrupt, so every
+    test that sends SIGINT to a command would see it run to the end. A handler (Python's own)
+    is reset to the default across exec instead."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 @pytest.fixture(scope="session")
 def port_guard(tmp_path_factory):
