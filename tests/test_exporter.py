@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("prometheus_client", reason="the exporter extra is not installed")
 
 from udpbench.errors import UserError  # noqa: E402
+from tests.exposition import samples  # noqa: E402
 from udpbench.exporter import config  # noqa: E402
 from udpbench.exporter.allow import AllowList, NotAllowed, parse_target  # noqa: E402
 from udpbench.exporter.limits import ProbeLimits, TooMany  # noqa: E402
@@ -30,16 +31,6 @@ def get(url: str, headers: dict | None = None) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
-
-
-def samples(text: str) -> dict[str, float]:
-    """{'name{labels}': value} of an exposition (comment lines dropped)."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
 
 
 @pytest.fixture

@@ -10,19 +10,11 @@ pytest.importorskip("prometheus_client", reason="the exporter extra is not insta
 
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 
+from tests.exposition import samples  # noqa: E402
 from udpbench.exporter import config, probes  # noqa: E402
 from udpbench.exporter.allow import AllowList  # noqa: E402
 from udpbench.exporter.service import Exporter  # noqa: E402
 from udpbench.protocol import row as row_module  # noqa: E402
-
-
-def samples(text: str) -> dict[str, float]:
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
-    return out
 
 
 TX = {"elapsed_ns": 1_000_000_000, "sent": 100, "errors": {}, "syscalls": 100, "batch": 1,
