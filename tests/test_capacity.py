@@ -130,7 +130,9 @@ def test_no_server_is_one_line_and_exit_2(capsys, monkeypatch):
 def test_ctrl_c_keeps_the_finished_sizes_and_exits_130(loopback_server, tmp_path):
     base = tmp_path / "cap"
     proc = subprocess.Popen([sys.executable, "-m", "udpbench", "capacity", "127.0.0.1", "--port",
-                             str(loopback_server.port), "--sizes", "500,1000,2000,4000", "--trial", "0.2",
+                             # Six sizes of 0.5 s trials: a size the sender limits takes one trial, and
+                             # the Ctrl-C must land while sizes are left.
+                             str(loopback_server.port), "--sizes", "500,1000,2000,4000,8000,16000", "--trial", "0.5",
                              "--confirm", "0", "--resolution", "20%", "-o", str(base)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -147,5 +149,5 @@ def test_ctrl_c_keeps_the_finished_sizes_and_exits_130(loopback_server, tmp_path
     assert "interrupted" in err and "Traceback" not in err
     document = json.loads(base.with_suffix(".json").read_text())
     assert "interrupted" in document["meta"]
-    assert 1 <= len(document["rows"]) < 4
-    assert [r["size"] for r in document["rows"]] == [500, 1000, 2000][:len(document["rows"])]
+    assert 1 <= len(document["rows"]) < 6
+    assert [r["size"] for r in document["rows"]] == [500, 1000, 2000, 4000, 8000][:len(document["rows"])]
