@@ -2,7 +2,8 @@
  *
  * One sender thread (send, sendmmsg, or sendmsg with UDP_SEGMENT) and one receiver thread
  * (recvmmsg with UDP_GRO, splitting coalesced buffers, napping 50 us between empty reads
- * like udpbench's receiver) on a loopback socket pair. No header checks beyond counting:
+ * with the kernel's default 50 us timer slack, like udpbench's receiver) on a loopback
+ * socket pair. No header checks beyond counting:
  * this is the floor of per-datagram work. Prints one JSON object.
  *
  * It asks the kernel for what udpbench asks for, so that the ratio judges udpbench's own
