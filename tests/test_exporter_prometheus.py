@@ -103,9 +103,11 @@ def test_a_real_prometheus_scrapes_what_the_library_measures(tmp_path):
                 time.sleep(1)
                 try:
                     results = query(api, "udpbench_probe_success")
+                    # The exporter's own job is scraped on its own schedule: wait for it too.
+                    exporter_scraped = bool(query(api, 'up{job="udpbench_exporter"}'))
                 except OSError:
                     continue  # not listening yet
-                if len(results) == 3:
+                if len(results) == 3 and exporter_scraped:
                     break
             assert len(results) == 3, (results, (tmp_path / "prometheus.log").read_text()[-2000:])
             success = {(r["metric"]["job"], r["metric"]["instance"]): float(r["value"][1]) for r in results}
