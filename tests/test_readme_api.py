@@ -32,4 +32,7 @@ def test_the_readme_python_example_runs(isolated_network):
     assert lines[5] == "65535"
     # loopback loses nothing on a wire: the knee is the receiving socket's or the sender's
     found, cause = lines[6].split()
-    assert found == "True" and cause in ("socket", "sender", "sender-disturbed")
+    # Under a CPU hog the sender may stall through every trial: then nothing is found, and the
+    # row must say why (sender-disturbed) rather than blame the path.
+    assert (found == "True" and cause in ("socket", "sender", "sender-disturbed")) or \
+        (found == "False" and cause == "sender-disturbed"), lines[6]
