@@ -29,7 +29,10 @@ def test_a_forward_trace_from_the_command_line_counts_what_the_row_counts(loopba
     assert code == 0, out
     row = json.loads(out)
     meta, t, counts = _counted(path)
-    assert not meta["truncated"] and meta["sent"] == row["sent"] == 1500  # 8 Mbit/s of 200 B for 0.3 s
+    slots = 1500  # 8 Mbit/s of 200 B for 0.3 s
+    assert not meta["truncated"] and meta["sent"] == row["sent"] <= slots
+    # A loaded machine may take slots from the paced sender: never more than it measured itself late.
+    assert slots - row["sent"] <= row["late_max_us"] * 1e-6 * slots / 0.3 + 1, row
     assert counts == {"received": row["received"], "duplicates": row["duplicates"], "lost": row["lost"]}
     # every sequence number once as a first copy or as a loss
     assert sorted(t["seq"][t["duplicate"] == 0].tolist()) == list(range(row["sent"]))
