@@ -17,8 +17,9 @@ from udpbench.protocol.capacity import SENDER_DISTURBED, CapacityRow
 
 
 def test_loopback_search_finds_a_knee_at_the_receiver_or_the_sender(loopback_server, tmp_path):
-    # Under a CPU hog the sender may stall in every trial, and the search then honestly finds
-    # nothing (found 0, sender-disturbed): that says nothing of the knee, so search again.
+    # Under a CPU hog the sender may stall through the search's whole budget of trials, and the
+    # search then honestly finds nothing, with its repeats counted in disturbed_trials: that says
+    # nothing of the knee, so search again.
     disturbed = []
     for attempt in range(3):
         seen = []
@@ -26,7 +27,7 @@ def test_loopback_search_finds_a_knee_at_the_receiver_or_the_sender(loopback_ser
                                   confirm=1, output=tmp_path / "cap", on_row=seen.append)
         (row,) = result.rows
         assert isinstance(row, CapacityRow) and seen == [row]
-        if row.found_bps > 0 or row.cause != SENDER_DISTURBED:
+        if row.found_bps > 0 or not row.disturbed_trials:
             break
         disturbed.append(row.warnings)
     else:
@@ -56,6 +57,29 @@ def test_stop_keeps_the_finished_sizes(loopback_server):
     assert [r.size for r in result.rows] == [500]
     assert "stopped" in result.meta
 
+
+
+def test_a_search_that_runs_out_of_trials_says_it_found_nothing(monkeypatch):
+    """Every trial loses one datagram in a thousand at the socket, with the sender on time. With a
+    budget of 5 trials the search ends unconfirmed, and the row says so; with room to go down to
+    its floor it ends there, found 0 as well, but not for want of trials."""
+    def one_loss_in_a_thousand(client, size, asked, options, path_mtu, flag):
+        return {"duration_s": 0.2, "sent": 1000, "received": 999, "lost": 1, "loss_socket": 1,
+                "tx_bps": asked or 8e9, "late_max_us": 0.0, "delay_spread_ms": 0.0}
+
+    monkeypatch.setattr(measure, "run_trial", one_loss_in_a_thousand)
+    info = {"host": "far", "family": 4, "loopback": False, "address": "192.0.2.1", "path_mtu": 1500}
+    rows = {}
+    for budget in (5, 40):
+        search = measure.HostSearch(None, info, measure.CapacityOptions(trial_s=0.2, max_trials=budget),
+                                    lambda text: None, threading.Event())
+        rows[budget] = search.search(1000)
+    short, roomy = rows[5], rows[40]
+    assert (short.found_bps, short.trials, short.cause) == (0.0, 5, "socket")
+    assert short.warnings == ["no rate was confirmed within the search's 5 trials: nothing found"]
+    # The trial at max (8 Gbit/s), then halvings while above the floor of 10 datagrams in 0.2 s
+    # (400 kbit/s at 1000 B): 8e9 / 2**14 = 488 k is tried, 8e9 / 2**15 = 244 k is not. 15 trials.
+    assert (roomy.found_bps, roomy.trials, roomy.warnings) == (0.0, 15, [])
 
 def test_an_overflowed_far_reassembly_is_waited_for_or_warned(monkeypatch):
     monkeypatch.setattr(measure.fragment_memory, "expiry_s", lambda v6=False: 0)  # 1 s of waiting

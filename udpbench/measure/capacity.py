@@ -286,6 +286,9 @@ class HostSearch:
         elif row.disturbed_trials:
             row.warnings.append(f"{row.disturbed_trials} failing trials were repeated: the sender fell further "
                                 "behind its schedule than the path's queue holds")
+        if not row.found_bps and row.trials >= options.max_trials:
+            row.warnings.append(f"no rate was confirmed within the search's {options.max_trials} trials: "
+                                "nothing found")
         return row
 
     def settle(self, measured, row: CapacityRow) -> float:
