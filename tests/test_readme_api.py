@@ -31,8 +31,8 @@ def test_the_readme_python_example_runs(isolated_network):
     # lo carries 65536, but an IPv4 packet is at most 65535 bytes (16-bit total length, RFC 791)
     assert lines[5] == "65535"
     # loopback loses nothing on a wire: the knee is the receiving socket's or the sender's
-    found, cause = lines[6].split()
-    # Under a CPU hog the sender may stall through every trial: then nothing is found, and the
-    # row must say why (sender-disturbed) rather than blame the path.
-    assert (found == "True" and cause in ("socket", "sender", "sender-disturbed")) or \
-        (found == "False" and cause == "sender-disturbed"), lines[6]
+    found, cause, disturbed = lines[6].split()
+    # Under a CPU hog the sender may stall through the search's whole budget of trials: then
+    # nothing is found, and the row must show the trials its stalls spoiled.
+    assert cause in ("socket", "sender", "sender-disturbed"), lines[6]
+    assert found == "True" or int(disturbed) > 0, lines[6]
