@@ -998,9 +998,9 @@ cdef class Receiver:
         pfd.events = POLLIN
         self.stop_flag = 0
         # Naps may run long: the kernel's timestamps time the datagrams, not the wakeup, and 100 us
-        # of arrivals fits the buffer many times over. A receiver waking to the microsecond
-        # contends with the sender for the socket's queue and cost it 8% at 7 GB/s on loopback
-        # (docs/engines.md, "Why it naps"). Set, not inherited: a thread that paced sends has 1 us.
+        # of arrivals fits the buffer many times over. A receiver waking to the microsecond read
+        # the queue more often and cost a GSO sender on loopback 8-11% of its rate (docs/engines.md,
+        # "Why its naps are not exact"). Set, not inherited from whichever thread runs it.
         prctl(PR_SET_TIMERSLACK, RX_NAP_SLACK_NS, 0, 0, 0)
         with nogil:
             while not self.stop_flag:
