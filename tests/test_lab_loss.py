@@ -1,10 +1,10 @@
 """In the lab: datagram loss through a lossy link, against the law for k fragments, and its cause."""
 import json
-import math
 import sys
 
 import pytest
 
+from tests.fragment_loss import check_fragment_loss
 from udpbench.protocol import frag
 
 pytestmark = pytest.mark.lab
@@ -61,17 +61,7 @@ def test_loss_of_k_fragment_datagrams_follows_the_law(make_lab):
         assert done.returncode == 0, done.stderr
         rows = json.loads(done.stdout)["rows"]
     for row in rows:
-        k = frag.fragments(row["size"], MTU)
-        assert row["fragments"] == k
-        expected = 1 - (1 - PER_PACKET_LOSS) ** k
-        n = row["sent"]
-        assert n > 500
-        # 4.5 standard deviations of a binomial: a wrong law (e.g. per-datagram loss) fails it
-        bound = 4.5 * math.sqrt(expected * (1 - expected) / n) + 1 / n
-        assert abs(row["loss_ratio"] - expected) <= bound, (row["size"], k, row["loss_ratio"], expected)
-        # the link lost them: not the sender, not the receiving socket
-        assert row["loss_network"] + row["loss_reassembly"] == row["lost"]
-        assert row["loss_socket"] == 0
+        check_fragment_loss(row, PER_PACKET_LOSS, MTU)
     by_k = {frag.fragments(r["size"], MTU): r["loss_ratio"] for r in rows}
     assert by_k[max(by_k)] > 4 * by_k[1]  # 12 fragments lose far more than one
 
